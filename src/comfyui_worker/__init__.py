@@ -1,0 +1,1 @@
+"""Run ComfyUI workflows as LittleHorse tasks."""
