@@ -1,0 +1,129 @@
+"""`comfyui-worker run | serve | register`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .exceptions import ComfyUIWorkerError
+from .execution import Executor
+from .settings import Settings
+from .workflow import load_workflow_file
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="comfyui-worker",
+        description="Run ComfyUI workflows, alone or as the LittleHorse task "
+        "execute-comfyui-workflow. Configured by COMFYUI_* and LHC_*/LHW_* env vars.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="run one API-format workflow file and print the result")
+    run_p.add_argument("workflow", type=Path, help="workflow JSON exported in API format")
+    run_p.add_argument(
+        "--mock",
+        action="store_true",
+        help="start the bundled mock ComfyUI in-process and run against it",
+    )
+    run_p.add_argument("--prompt-id", help="reuse/attach to this ComfyUI prompt_id")
+    sub.add_parser("serve", help="serve the LittleHorse task (production entrypoint)")
+    sub.add_parser("register", help="create the LittleHorse TaskDef (idempotent)")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        return _fail(f"invalid configuration: {exc}")
+    if args.command == "run":
+        return _run(args, settings)
+    if args.command == "register":
+        return _register(settings)
+    return _serve(settings)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        workflow = load_workflow_file(args.workflow, max_bytes=settings.max_workflow_bytes)
+        if args.mock:
+            result = _run_with_mock(workflow, args.prompt_id, settings)
+        else:
+            result = asyncio.run(run_once(workflow, settings, prompt_id=args.prompt_id))
+    except ComfyUIWorkerError as exc:
+        return _fail(f"{type(exc).__name__}: {exc}")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+async def run_once(
+    workflow: dict[str, Any], settings: Settings, *, prompt_id: str | None = None
+) -> dict[str, Any]:
+    """The same path the LittleHorse task takes, for one workflow."""
+    executor = Executor(settings)
+    try:
+        return (await executor.run(workflow, prompt_id=prompt_id)).to_dict()
+    finally:
+        await executor.aclose()
+
+
+def _run_with_mock(
+    workflow: dict[str, Any], prompt_id: str | None, settings: Settings
+) -> dict[str, Any]:
+    try:
+        from comfyui_mock.runner import MockComfyUIThread
+    except ImportError as exc:  # aiohttp is an optional extra
+        raise SystemExit(
+            f"--mock needs the 'mock' extra (pip install 'comfyui-worker[mock]'): {exc}"
+        ) from exc
+    with MockComfyUIThread.in_directory(Path.cwd() / ".comfyui-mock") as mock:
+        mocked = settings.model_copy(
+            update={
+                "base_url": mock.url,
+                "output_dir": mock.output_dir,
+                "temp_dir": mock.temp_dir,
+                "input_dir": mock.input_dir,
+            }
+        )
+        return asyncio.run(run_once(workflow, mocked, prompt_id=prompt_id))
+
+
+def _register(settings: Settings) -> int:
+    from .lh.worker import TaskDefConflictError, register
+
+    try:
+        print(register(settings))
+    except TaskDefConflictError as exc:
+        return _fail(str(exc))
+    except Exception as exc:  # grpc errors: unreachable server, auth
+        return _fail(f"cannot register the TaskDef: {exc}")
+    return 0
+
+
+def _serve(settings: Settings) -> int:
+    from .lh.worker import serve
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings))
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"comfyui-worker: error: {message}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Async HTTP client for ComfyUI: one pooled httpx.AsyncClient per process.
+
+Requests are retried with exponential backoff and full jitter on connection errors, timeouts
+and 5xx; never on 4xx, which cannot succeed on a second try.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+
+from ..exceptions import ComfyUIError, ProtocolError, ServerError, TransportError
+from ..settings import Settings
+from .models import (
+    HistoryEntry,
+    QueueState,
+    SubmitResult,
+    parse_history,
+    parse_queue,
+    parse_submit,
+    parse_validation_error,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    retries: int = 3
+    backoff_base: float = 0.5
+    backoff_max: float = 10.0
+
+    def delay(self, attempt: int) -> float:
+        """Full-jitter backoff: spreads the retries of many workers after a ComfyUI blip."""
+        return random.uniform(0, min(self.backoff_max, self.backoff_base * 2**attempt))
+
+
+class ComfyUIClient:
+    """ComfyUI's HTTP API. `transport` is the seam tests use to inject behaviour."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+            transport=transport,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> ComfyUIClient:
+        return cls(
+            settings.base_url_str,
+            timeout=settings.request_timeout,
+            retry=RetryPolicy(
+                retries=settings.retries,
+                backoff_base=settings.backoff_base,
+                backoff_max=settings.backoff_max,
+            ),
+            **kwargs,
+        )
+
+    async def __aenter__(self) -> ComfyUIClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- prompts -------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        prompt: dict[str, Any],
+        *,
+        prompt_id: str,
+        client_id: str,
+        extra_data: dict[str, Any] | None = None,
+    ) -> SubmitResult:
+        """POST /prompt with our own prompt_id, so that a retry can find an earlier attempt.
+
+        A POST that timed out or got a 5xx may still have been enqueued (ComfyUI even answers
+        500 to some prompts it then runs), so before each retry we look for the prompt_id
+        and never submit the same work twice.
+        """
+        body: dict[str, Any] = {"prompt": prompt, "prompt_id": prompt_id, "client_id": client_id}
+        if extra_data:
+            body["extra_data"] = extra_data
+
+        async def attempt(n: int) -> SubmitResult:
+            if n > 0 and (found := await self._find_submitted(prompt_id)) is not None:
+                return found
+            response = await self._http.post("/prompt", json=body)
+            if response.status_code == 400:
+                raise parse_validation_error(_json_or_text(response))
+            _raise_for_status(response)
+            return parse_submit(_json(response), sent_prompt_id=prompt_id)
+
+        return await self._with_retries("POST /prompt", attempt)
+
+    async def _find_submitted(self, prompt_id: str) -> SubmitResult | None:
+        # Single-shot reads: a failure here is retried by submit's own loop.
+        queue = parse_queue(await self._get_once("/queue"))
+        if queue.position(prompt_id) or parse_history(
+            await self._get_once(f"/history/{prompt_id}"), prompt_id
+        ):
+            log.info("prompt %s was enqueued by an earlier attempt; not resubmitting", prompt_id)
+            return SubmitResult(prompt_id=prompt_id, number=None)
+        return None
+
+    async def queue(self) -> QueueState:
+        return parse_queue(await self._get_json("/queue"))
+
+    async def history(self, prompt_id: str) -> HistoryEntry | None:
+        return parse_history(await self._get_json(f"/history/{prompt_id}"), prompt_id)
+
+    async def interrupt(self, prompt_id: str) -> None:
+        """Interrupt `prompt_id` if it is the running prompt; ComfyUI ignores it otherwise."""
+        await self._post("/interrupt", {"prompt_id": prompt_id})
+
+    async def delete_from_queue(self, prompt_ids: list[str]) -> None:
+        """Drop pending prompts; a running one is unaffected (use interrupt)."""
+        await self._post("/queue", {"delete": prompt_ids})
+
+    async def object_info(self, node_class: str | None = None) -> dict[str, Any]:
+        path = "/object_info" if node_class is None else f"/object_info/{node_class}"
+        return _require_dict(await self._get_json(path), path)
+
+    async def system_stats(self) -> dict[str, Any]:
+        return _require_dict(await self._get_json("/system_stats"), "/system_stats")
+
+    async def check_health(self) -> bool:
+        """True when ComfyUI answers /system_stats; never raises."""
+        try:
+            await self._with_retries(
+                "GET /system_stats", lambda _: self._get_once("/system_stats"), retries=0
+            )
+        except ComfyUIError:
+            return False
+        return True
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    async def _get_json(self, path: str) -> Any:
+        return await self._with_retries(f"GET {path}", lambda _: self._get_once(path))
+
+    async def _get_once(self, path: str) -> Any:
+        response = await self._http.get(path)
+        _raise_for_status(response)
+        return _json(response)
+
+    async def _post(self, path: str, body: dict[str, Any]) -> None:
+        async def attempt(_: int) -> None:
+            _raise_for_status(await self._http.post(path, json=body))
+
+        await self._with_retries(f"POST {path}", attempt)
+
+    async def _with_retries(
+        self,
+        what: str,
+        attempt: Callable[[int], Awaitable[T]],
+        *,
+        retries: int | None = None,
+    ) -> T:
+        retries = self.retry.retries if retries is None else retries
+        for n in range(retries + 1):
+            try:
+                return await attempt(n)
+            except httpx.TransportError as exc:  # connect/read errors and timeouts
+                error: ComfyUIError = TransportError(
+                    f"{what}: ComfyUI at {self.base_url} unreachable "
+                    f"({type(exc).__name__}: {exc or 'no detail'})"
+                )
+                cause: BaseException = exc
+            except ServerError as exc:
+                if exc.status_code < 500:
+                    raise
+                error, cause = exc, exc
+            if n == retries:
+                raise error from cause
+            delay = self.retry.delay(n)
+            log.warning("%s failed (%s); retry %d/%d in %.2fs", what, error, n + 1, retries, delay)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    if response.status_code < 300:
+        return
+    body = response.text[:500]
+    raise ServerError(
+        f"{response.request.method} {response.request.url.path}: ComfyUI answered HTTP "
+        f"{response.status_code}: {body.strip() or '(empty body)'}",
+        status_code=response.status_code,
+        body=body,
+    )
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(
+            f"{response.request.method} {response.request.url.path}: ComfyUI answered "
+            f"non-JSON ({response.headers.get('content-type', 'no content-type')}): "
+            f"{response.text[:200]!r}"
+        ) from exc
+
+
+def _json_or_text(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return response.text[:500]
+
+
+def _require_dict(value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ProtocolError(f"GET {path}: expected a JSON object, got {type(value).__name__}")
+    return value

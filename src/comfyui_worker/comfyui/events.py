@@ -1,0 +1,95 @@
+"""ComfyUI's websocket (`/ws?clientId=`): a stream of parsed events for one client id.
+
+The websocket only wakes us up; `/history` stays the source of truth. Binary frames
+(previews) and anything unparseable are skipped: a garbled frame must not fail a job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from ..exceptions import TransportError
+
+log = logging.getLogger(__name__)
+
+# Preview frames of big images exceed websockets' 1 MiB default and would close the socket.
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: str
+    data: dict[str, Any]
+
+    @property
+    def prompt_id(self) -> str | None:
+        value = self.data.get("prompt_id")
+        return None if value is None else str(value)
+
+    def is_done_signal(self, prompt_id: str) -> bool:
+        """`executing {node: null}` for our prompt: sent after its history entry is written."""
+        return (
+            self.type == "executing"
+            and self.data.get("node") is None
+            and self.prompt_id == prompt_id
+        )
+
+
+class EventStream:
+    """One websocket connection. Use `connect()`; `next_event()` raises on disconnect."""
+
+    def __init__(self, ws_url: str, client_id: str, *, open_timeout: float = 10.0) -> None:
+        self.url = f"{ws_url.rstrip('/')}/ws?clientId={client_id}"
+        self.client_id = client_id
+        self._open_timeout = open_timeout
+        self._conn: ClientConnection | None = None
+
+    async def connect(self) -> None:
+        try:
+            self._conn = await connect(
+                self.url,
+                open_timeout=self._open_timeout,
+                max_size=MAX_FRAME_BYTES,
+                ping_interval=20,
+                ping_timeout=20,
+            )
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            raise TransportError(
+                f"websocket {self.url} unavailable: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def next_event(self) -> Event:
+        """The next JSON event; raises `ConnectionClosed` when the socket drops."""
+        if self._conn is None:
+            raise ConnectionClosed(None, None)
+        while True:
+            frame = await self._conn.recv()
+            if isinstance(frame, bytes):
+                continue
+            event = parse_event(frame)
+            if event is not None:
+                return event
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
+
+
+def parse_event(frame: str) -> Event | None:
+    try:
+        msg = json.loads(frame)
+    except json.JSONDecodeError:
+        log.debug("ignoring a non-JSON websocket frame: %.80r", frame)
+        return None
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        log.debug("ignoring a websocket message without a type: %.80r", frame)
+        return None
+    data = msg.get("data")
+    return Event(type=msg["type"], data=data if isinstance(data, dict) else {})

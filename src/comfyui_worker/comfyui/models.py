@@ -1,0 +1,200 @@
+"""Typed views of ComfyUI's JSON answers, parsed defensively.
+
+ComfyUI's shapes are loose (tuples as lists, optional keys); every parser here raises
+ProtocolError naming the endpoint when a body is not what ComfyUI returns.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..exceptions import (
+    MissingNodeError,
+    NodeError,
+    NodeInputError,
+    PromptValidationError,
+    ProtocolError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    prompt_id: str
+    number: int | None
+    # A 200 can still carry node_errors: those outputs will not run.
+    node_errors: tuple[NodeError, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    running: tuple[str, ...] = ()
+    pending: tuple[str, ...] = ()
+
+    def position(self, prompt_id: str) -> str | None:
+        """'running', 'pending' or None when the prompt is not in the queue."""
+        if prompt_id in self.running:
+            return "running"
+        if prompt_id in self.pending:
+            return "pending"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One `/history/{id}` entry: written by ComfyUI only once the prompt has ended."""
+
+    prompt_id: str
+    status_str: str
+    completed: bool
+    messages: tuple[tuple[str, dict[str, Any]], ...] = ()
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_str == "success" and self.completed
+
+    def message(self, event: str) -> dict[str, Any] | None:
+        for name, data in self.messages:
+            if name == event:
+                return data
+        return None
+
+
+def parse_submit(body: Any, *, sent_prompt_id: str) -> SubmitResult:
+    if not isinstance(body, dict) or "prompt_id" not in body:
+        raise ProtocolError(f"POST /prompt answered without a prompt_id: {_preview(body)}")
+    prompt_id = str(body["prompt_id"])
+    if prompt_id != sent_prompt_id:
+        raise ProtocolError(
+            f"POST /prompt answered prompt_id {prompt_id!r}, expected {sent_prompt_id!r}"
+        )
+    number = body.get("number")
+    return SubmitResult(
+        prompt_id=prompt_id,
+        number=number if isinstance(number, int) else None,
+        node_errors=parse_node_errors(body.get("node_errors")),
+    )
+
+
+def parse_node_errors(raw: Any) -> tuple[NodeError, ...]:
+    if not isinstance(raw, dict):
+        return ()
+    result = []
+    for node_id, info in raw.items():
+        info = _dict(info)
+        errors = []
+        for err in info.get("errors") or []:
+            if not isinstance(err, dict):
+                continue
+            extra = _dict(err.get("extra_info"))
+            errors.append(
+                NodeInputError(
+                    type=str(err.get("type", "")),
+                    message=str(err.get("message", "")),
+                    details=str(err.get("details", "")),
+                    input_name=_str_or_none(extra.get("input_name")),
+                )
+            )
+        result.append(
+            NodeError(
+                node_id=str(node_id),
+                class_type=str(info.get("class_type", "")),
+                errors=tuple(errors),
+                dependent_outputs=tuple(str(o) for o in info.get("dependent_outputs") or []),
+            )
+        )
+    return tuple(result)
+
+
+_MISSING_NODE = re.compile(r"node (?P<cls>.+?) does not exist")
+_NODE_ID = re.compile(r"Node ID '#(?P<id>[^']*)'")
+
+
+def parse_validation_error(body: Any) -> PromptValidationError:
+    """Turn the 400 body of POST /prompt into a typed error."""
+    if not isinstance(body, dict):
+        return PromptValidationError(
+            f"ComfyUI rejected the prompt: {_preview(body)}", error_type="unknown"
+        )
+    error = _dict(body.get("error"))
+    error_type = str(error.get("type", "unknown"))
+    message = str(error.get("message") or "ComfyUI rejected the prompt")
+    details = str(error.get("details") or "")
+    node_errors = parse_node_errors(body.get("node_errors"))
+    missing = _MISSING_NODE.search(message)
+    if error_type == "invalid_prompt" and missing:
+        node = _NODE_ID.search(details)
+        node_errors = node_errors or (
+            NodeError(
+                node_id=node.group("id") if node else "",
+                class_type=missing.group("cls"),
+                errors=(NodeInputError(type="missing_node", message=message, details=details),),
+            ),
+        )
+        return MissingNodeError(
+            f"{message} Install the custom node that provides it, or fix the class_type",
+            error_type=error_type,
+            error_details=details,
+            node_errors=node_errors,
+        )
+    if details and not node_errors:
+        message = f"{message}: {details}"
+    return PromptValidationError(
+        message, error_type=error_type, error_details=details, node_errors=node_errors
+    )
+
+
+def parse_queue(body: Any) -> QueueState:
+    if not isinstance(body, dict) or not {"queue_running", "queue_pending"} <= body.keys():
+        raise ProtocolError(f"GET /queue answered an unexpected body: {_preview(body)}")
+    return QueueState(
+        running=_queue_ids(body["queue_running"]), pending=_queue_ids(body["queue_pending"])
+    )
+
+
+def _queue_ids(items: Any) -> tuple[str, ...]:
+    if not isinstance(items, list):
+        raise ProtocolError(f"GET /queue: expected a list of items, got {_preview(items)}")
+    # Item: [number, prompt_id, prompt, extra_data, outputs_to_execute]
+    return tuple(str(item[1]) for item in items if isinstance(item, list) and len(item) > 1)
+
+
+def parse_history(body: Any, prompt_id: str) -> HistoryEntry | None:
+    """The entry for `prompt_id`, or None while ComfyUI has not written it (`{}`)."""
+    if not isinstance(body, dict):
+        raise ProtocolError(f"GET /history/{prompt_id} answered {_preview(body)}")
+    raw = body.get(prompt_id)
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"GET /history/{prompt_id}: entry is {_preview(raw)}")
+    status = _dict(raw.get("status"))
+    outputs = _dict(raw.get("outputs"))
+    messages = tuple(
+        (str(m[0]), m[1] if isinstance(m[1], dict) else {})
+        for m in status.get("messages") or []
+        if isinstance(m, list) and len(m) == 2
+    )
+    return HistoryEntry(
+        prompt_id=prompt_id,
+        # Old servers wrote entries without status; an entry exists only once the run ended.
+        status_str=str(status.get("status_str", "success")),
+        completed=bool(status.get("completed", True)),
+        messages=messages,
+        outputs={str(k): v for k, v in outputs.items() if isinstance(v, dict)},
+    )
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _preview(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -1,0 +1,45 @@
+"""Names and defaults shared across the worker."""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+
+TASK_NAME = "execute-comfyui-workflow"
+"""The LittleHorse TaskDef this worker registers and serves."""
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8188"
+
+
+class JobStatus(StrEnum):
+    """Outcome of one ComfyUI job, as it appears in the result dict."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+    INTERRUPTED = "interrupted"
+    LOST = "lost"
+    TIMED_OUT = "timed_out"
+
+
+class CompletionMode(StrEnum):
+    """How the worker learns that a prompt has finished."""
+
+    WEBSOCKET = "websocket"
+    POLL = "poll"
+
+
+class ExceptionName(StrEnum):
+    """Stable LittleHorse business-exception names (`LHTaskException.name`).
+
+    WfSpecs match on these strings with `handle_exception`, so they never change.
+    """
+
+    INVALID_WORKFLOW = "comfyui-invalid-workflow"
+    VALIDATION_ERROR = "comfyui-validation-error"
+    MISSING_NODE = "comfyui-missing-node"
+    EXECUTION_ERROR = "comfyui-execution-error"
+    UNSAFE_OUTPUT_PATH = "comfyui-unsafe-output-path"
+
+
+PROMPT_ID_NAMESPACE = uuid.UUID("6f1c2a53-2f4e-5b7a-9c1d-3e8f0a4b5c6d")
+"""UUIDv5 namespace: prompt_id = uuid5(namespace, LittleHorse idempotency key)."""

@@ -1,0 +1,211 @@
+"""The worker's exceptions, one hierarchy so callers catch at the right level.
+
+    ComfyUIWorkerError
+    ├── InvalidWorkflowError ........ the workflow we were given cannot be run (bad input)
+    ├── ComfyUIError ................ something about the ComfyUI server or the job on it
+    │   ├── TransportError .......... unreachable / timed out, after retries
+    │   ├── ServerError ............. HTTP 5xx after retries, or an unexpected status
+    │   ├── ProtocolError ........... ComfyUI answered something we cannot understand
+    │   ├── PromptValidationError ... ComfyUI refused the prompt (400 with node_errors)
+    │   │   └── MissingNodeError .... ... because a class_type is not installed
+    │   ├── ExecutionError .......... a node raised while running (execution_error)
+    │   ├── ExecutionInterrupted .... the prompt was interrupted (execution_interrupted)
+    │   └── PromptLostError ......... the prompt vanished from queue and history (restart)
+    ├── JobTimeoutError ............. the job deadline passed (also a `TimeoutError`)
+    └── OutputError ................. the history's outputs cannot be turned into results
+        └── UnsafeOutputPathError ... a filename/subfolder escapes its directory
+
+Which of these retrying cannot fix (bad input, validation, execution, unsafe paths) is decided
+in one place, `lh.errors`, where they become named LittleHorse business exceptions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ComfyUIWorkerError(Exception):
+    """Base of every error raised by comfyui-worker."""
+
+    def details(self) -> dict[str, Any]:
+        """Structured, JSON-serialisable description (LHTaskException content)."""
+        return {"message": str(self)}
+
+
+class InvalidWorkflowError(ComfyUIWorkerError):
+    pass
+
+
+class ComfyUIError(ComfyUIWorkerError):
+    pass
+
+
+class TransportError(ComfyUIError):
+    pass
+
+
+class ServerError(ComfyUIError):
+    def __init__(self, message: str, *, status_code: int, body: str = "") -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+
+
+class ProtocolError(ComfyUIError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInputError:
+    """One entry of ComfyUI's `node_errors[id].errors`."""
+
+    type: str
+    message: str
+    details: str = ""
+    input_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeError:
+    """ComfyUI's complaint about one node of a prompt."""
+
+    node_id: str
+    class_type: str
+    errors: tuple[NodeInputError, ...] = field(default_factory=tuple)
+    dependent_outputs: tuple[str, ...] = field(default_factory=tuple)
+
+    def describe(self) -> str:
+        parts = [f"{e.message}" + (f" ({e.details})" if e.details else "") for e in self.errors]
+        return f"node {self.node_id} ({self.class_type}): " + "; ".join(parts or ["invalid"])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "class_type": self.class_type,
+            "errors": [
+                {
+                    "type": e.type,
+                    "message": e.message,
+                    "details": e.details,
+                    "input_name": e.input_name,
+                }
+                for e in self.errors
+            ],
+            "dependent_outputs": list(self.dependent_outputs),
+        }
+
+
+class PromptValidationError(ComfyUIError):
+    """ComfyUI's 400 for /prompt: `error` plus per-node `node_errors`."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_type: str,
+        error_details: str = "",
+        node_errors: tuple[NodeError, ...] = (),
+    ) -> None:
+        lines = [message] + [n.describe() for n in node_errors]
+        super().__init__("; ".join(lines))
+        self.error_type = error_type
+        self.error_message = message
+        self.error_details = error_details
+        self.node_errors = node_errors
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "message": str(self),
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "error_details": self.error_details,
+            "node_errors": [n.as_dict() for n in self.node_errors],
+        }
+
+
+class MissingNodeError(PromptValidationError):
+    """A class_type the ComfyUI server does not have (custom node not installed)."""
+
+
+class ExecutionError(ComfyUIError):
+    """A node raised during execution; fields mirror ComfyUI's `execution_error`."""
+
+    def __init__(
+        self,
+        *,
+        prompt_id: str,
+        node_id: str,
+        node_type: str,
+        exception_type: str,
+        exception_message: str,
+        traceback: list[str] | None = None,
+    ) -> None:
+        super().__init__(
+            f"node {node_id} ({node_type}) failed: {exception_type}: {exception_message.strip()}"
+        )
+        self.prompt_id = prompt_id
+        self.node_id = node_id
+        self.node_type = node_type
+        self.exception_type = exception_type
+        self.exception_message = exception_message
+        self.traceback = traceback or []
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "message": str(self),
+            "prompt_id": self.prompt_id,
+            "node_id": self.node_id,
+            "node_type": self.node_type,
+            "exception_type": self.exception_type,
+            "exception_message": self.exception_message,
+            # The last frames say where it broke; the whole traceback can be huge.
+            "traceback": self.traceback[-5:],
+        }
+
+
+class ExecutionInterrupted(ComfyUIError):
+    def __init__(
+        self, *, prompt_id: str, node_id: str | None = None, node_type: str | None = None
+    ) -> None:
+        where = f" at node {node_id} ({node_type})" if node_id else ""
+        super().__init__(f"prompt {prompt_id} was interrupted{where}")
+        self.prompt_id = prompt_id
+        self.node_id = node_id
+        self.node_type = node_type
+
+
+class PromptLostError(ComfyUIError):
+    def __init__(self, prompt_id: str) -> None:
+        super().__init__(
+            f"prompt {prompt_id} is neither queued, running nor in history: "
+            "ComfyUI was probably restarted and dropped it"
+        )
+        self.prompt_id = prompt_id
+
+
+class JobTimeoutError(ComfyUIWorkerError, TimeoutError):
+    def __init__(self, prompt_id: str, deadline_s: float) -> None:
+        super().__init__(f"prompt {prompt_id} did not finish within the {deadline_s:g} s deadline")
+        self.prompt_id = prompt_id
+        self.deadline_s = deadline_s
+
+
+class OutputError(ComfyUIWorkerError):
+    pass
+
+
+class UnsafeOutputPathError(OutputError):
+    def __init__(self, message: str, *, node_id: str, filename: str, subfolder: str) -> None:
+        super().__init__(message)
+        self.node_id = node_id
+        self.filename = filename
+        self.subfolder = subfolder
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "message": str(self),
+            "node_id": self.node_id,
+            "filename": self.filename,
+            "subfolder": self.subfolder,
+        }

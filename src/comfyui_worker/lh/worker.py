@@ -1,0 +1,100 @@
+"""`serve` and `register`: the LittleHorse worker process around one Executor."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import grpc
+import littlehorse
+from littlehorse.config import LHConfig
+from littlehorse.model import TaskDef, TaskDefId
+from littlehorse.worker import LHTaskWorker
+
+from ..constants import TASK_NAME
+from ..execution import Executor
+from ..settings import Settings
+from .task import make_task_function
+
+log = logging.getLogger(__name__)
+
+NUM_WORKER_THREADS = "LHW_NUM_WORKER_THREADS"
+
+
+class TaskDefConflictError(RuntimeError):
+    """A TaskDef with our name but another signature exists (TaskDefs are immutable)."""
+
+
+def lh_config(settings: Settings) -> LHConfig:
+    """The SDK's config from LHC_*/LHW_* env vars, sized to the GPU when not set.
+
+    The SDK's LHW_NUM_WORKER_THREADS (default 8) is how many tasks this process claims from
+    LittleHorse per server connection (plus one extra poll). Claimed tasks beyond
+    COMFYUI_MAX_IN_FLIGHT would only wait here while other GPUs idle, so it defaults to it.
+    """
+    config = LHConfig()
+    if os.environ.get(NUM_WORKER_THREADS) is None:
+        config.load({NUM_WORKER_THREADS: str(settings.max_in_flight)})
+    return config
+
+
+def register(settings: Settings, config: LHConfig | None = None) -> str:
+    """Put the TaskDef. Identical existing one: fine. Conflicting one: TaskDefConflictError."""
+    config = config or lh_config(settings)
+    executor = Executor(settings)
+    fn = make_task_function(executor)
+    try:
+        littlehorse.create_task_def(fn, TASK_NAME, config)
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+            raise
+        existing: TaskDef = config.stub().GetTaskDef(TaskDefId(name=TASK_NAME), timeout=30)
+        raise TaskDefConflictError(
+            f"TaskDef {TASK_NAME!r} already exists with a different signature "
+            f"({describe_task_def(existing)}); this worker needs (workflow: JSON_OBJ) -> "
+            "JSON_OBJ. TaskDefs are immutable: delete the old one (lhctl delete taskDef "
+            f"{TASK_NAME}) once no WfSpec uses it, then register again."
+        ) from exc
+    return f"TaskDef {TASK_NAME!r} registered"
+
+
+def describe_task_def(task_def: TaskDef) -> str:
+    from littlehorse.model import VariableType
+
+    inputs = ", ".join(
+        f"{v.name}: {VariableType.Name(v.type_def.primitive_type)}" for v in task_def.input_vars
+    )
+    returns = (
+        VariableType.Name(task_def.return_type.return_type.primitive_type)
+        if task_def.return_type.HasField("return_type")
+        else "nothing"
+    )
+    return f"({inputs}) -> {returns}"
+
+
+async def serve(settings: Settings, config: LHConfig | None = None) -> None:
+    """Run the worker until SIGTERM/SIGINT (signal handlers need the main thread)."""
+    config = config or lh_config(settings)
+    executor = Executor(settings)
+    if not await executor.client.check_health():
+        log.warning(
+            "ComfyUI at %s is not answering yet; tasks will retry until it does",
+            settings.base_url_str,
+        )
+    worker = build_worker(executor, config)
+    log.info(
+        "serving %r: ComfyUI %s, %d job(s) in flight, %d task slot(s) per LittleHorse host",
+        TASK_NAME,
+        settings.base_url_str,
+        settings.max_in_flight,
+        config.num_worker_threads,
+    )
+    try:
+        await littlehorse.start(worker)
+    finally:
+        await executor.aclose()
+
+
+def build_worker(executor: Executor, config: LHConfig, **kwargs: Any) -> LHTaskWorker:
+    return LHTaskWorker(make_task_function(executor), TASK_NAME, config, **kwargs)

@@ -1,0 +1,87 @@
+"""Configuration from the environment (prefix `COMFYUI_`); see `.env.example`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, AnyHttpUrl, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .constants import DEFAULT_BASE_URL, CompletionMode
+
+
+class Settings(BaseSettings):
+    """Every knob of the worker; keyword-only, with production defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="COMFYUI_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        frozen=True,
+    )
+
+    # `Settings(comfyui_base_url=...)` and the env var COMFYUI_BASE_URL both land here.
+    base_url: AnyHttpUrl = Field(
+        default=AnyHttpUrl(DEFAULT_BASE_URL),
+        validation_alias=AliasChoices("comfyui_base_url", "base_url"),
+        description="ComfyUI server root, e.g. http://127.0.0.1:8188",
+    )
+    output_dir: Path = Field(
+        default=Path("/comfyui/output"),
+        description="ComfyUI's output directory as mounted in this container",
+    )
+    temp_dir: Path = Field(
+        default=Path("/comfyui/temp"),
+        description="ComfyUI's temp directory (PreviewImage etc.) as mounted here",
+    )
+    input_dir: Path = Field(
+        default=Path("/comfyui/input"),
+        description="ComfyUI's input directory (LoadImage) as mounted here",
+    )
+    request_timeout: float = Field(default=30.0, gt=0, description="Seconds per HTTP request")
+    retries: int = Field(default=3, ge=0, le=20, description="Retries of a failed HTTP request")
+    backoff_base: float = Field(default=0.5, ge=0, description="First retry delay, seconds")
+    backoff_max: float = Field(default=10.0, ge=0, description="Longest retry delay, seconds")
+    poll_interval: float = Field(default=0.25, gt=0, description="Seconds between polls")
+    reconcile_interval: float = Field(
+        default=5.0,
+        gt=0,
+        description="In websocket mode, seconds between safety checks of /history and /queue",
+    )
+    job_deadline: float = Field(default=3600.0, gt=0, description="Total seconds one job may take")
+    completion_mode: CompletionMode = Field(default=CompletionMode.WEBSOCKET)
+    max_in_flight: int = Field(
+        default=2,
+        ge=1,
+        description="Jobs this process has in ComfyUI at once (running + queued)",
+    )
+    max_workflow_bytes: int = Field(
+        default=512_000,
+        gt=0,
+        description="Largest accepted workflow JSON; LittleHorse records stop near 1 MB",
+    )
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _require_url(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise ValueError(
+                f"COMFYUI_BASE_URL must be set to ComfyUI's URL, e.g. {DEFAULT_BASE_URL}"
+            )
+        return value
+
+    @property
+    def base_url_str(self) -> str:
+        """The base URL without a trailing slash, ready to join with a path."""
+        return str(self.base_url).rstrip("/")
+
+    @property
+    def ws_url(self) -> str:
+        url = self.base_url_str
+        return (
+            ("wss://" + url[len("https://") :])
+            if url.startswith("https://")
+            else ("ws://" + url[len("http://") :])
+        )
