@@ -1,0 +1,355 @@
+"""Executor: the path from workflow to result, with ComfyUI faked by pytest-httpx and a
+tiny real websocket server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pytest_httpx import HTTPXMock
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from comfyui_worker.exceptions import (
+    ExecutionError,
+    ExecutionInterrupted,
+    InvalidWorkflowError,
+    JobTimeoutError,
+    PromptLostError,
+    UnsafeOutputPathError,
+)
+from comfyui_worker.execution import Executor
+from comfyui_worker.settings import Settings
+
+PID = "11111111-2222-3333-4444-555555555555"
+WORKFLOW = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64}},
+            "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}}}
+EMPTY_QUEUE = {"queue_running": [], "queue_pending": []}
+RUNNING = {"queue_running": [[1, PID, {}, {}, ["2"]]], "queue_pending": []}
+
+
+def settings_for(tmp_path: Path, url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "comfyui_base_url": url, "output_dir": tmp_path / "out", "temp_dir": tmp_path / "tmp",
+        "input_dir": tmp_path / "in", "completion_mode": "poll", "poll_interval": 0.01,
+        "retries": 0, "backoff_base": 0.0, "reconcile_interval": 30, "job_deadline": 10,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def history_with(entry_from: dict[str, Any], pid: str = PID) -> dict[str, Any]:
+    (entry,) = entry_from.values()
+    return {pid: entry}
+
+
+@pytest.fixture
+def ok_history(capture: Any) -> dict[str, Any]:
+    return history_with(capture("01_empty_image_save")["history_after"]["body"])
+
+
+def expect_submit(httpx_mock: HTTPXMock, url: str) -> None:
+    """Accept one POST /prompt; tests read history under PID, so jobs submit PID."""
+
+    def accept(request: httpx.Request) -> httpx.Response:
+        sent = json.loads(request.content)["prompt_id"]
+        return httpx.Response(200, json={"prompt_id": sent, "number": 1, "node_errors": {}})
+
+    httpx_mock.add_callback(accept, method="POST", url=f"{url}/prompt")
+
+
+URL = "http://comfy.test:8188"
+
+
+def nothing_earlier(httpx_mock: HTTPXMock, url: str) -> None:
+    """The resume check of a job given a prompt_id finds no earlier attempt."""
+    httpx_mock.add_response(url=f"{url}/history/{PID}", json={})
+    httpx_mock.add_response(url=f"{url}/queue", json=EMPTY_QUEUE)
+
+
+async def run(settings: Settings, **kwargs: Any) -> Any:
+    executor = Executor(settings)
+    try:
+        return await executor.run(WORKFLOW, **kwargs)
+    finally:
+        await executor.aclose()
+
+
+# -- polling ---------------------------------------------------------------------------
+
+
+async def test_poll_returns_resolved_paths(
+    tmp_path: Path, httpx_mock: HTTPXMock, ok_history: dict[str, Any]
+) -> None:
+    nothing_earlier(httpx_mock, URL)
+    expect_submit(httpx_mock, URL)
+    httpx_mock.add_response(url=f"{URL}/queue", json=RUNNING)
+    httpx_mock.add_response(url=f"{URL}/queue", json=EMPTY_QUEUE)
+    httpx_mock.add_response(url=f"{URL}/history/{PID}", json=ok_history)
+    result = await run(settings_for(tmp_path, URL), prompt_id=PID)
+    out = (tmp_path / "out").resolve()
+    assert result.outputs == [str(out / "peer" / "s01_00001_.png")]
+    body = result.to_dict()
+    assert json.loads(json.dumps(body)) == body
+    assert body["status"] == "success" and body["reused"] is False
+    assert body["files"][0] == {"node_id": "2", "key": "images", "filename": "s01_00001_.png",
+                                "subfolder": "peer", "type": "output",
+                                "path": str(out / "peer" / "s01_00001_.png")}
+
+
+async def test_raises_timeout_when_the_queue_never_clears(
+    tmp_path: Path, httpx_mock: HTTPXMock
+) -> None:
+    nothing_earlier(httpx_mock, URL)
+    expect_submit(httpx_mock, URL)
+    httpx_mock.add_response(url=f"{URL}/queue", json=RUNNING, is_reusable=True)
+    httpx_mock.add_response(method="POST", url=f"{URL}/interrupt")
+    httpx_mock.add_response(method="POST", url=f"{URL}/queue")
+    with pytest.raises(TimeoutError) as info:
+        await run(settings_for(tmp_path, URL, job_deadline=0.3), prompt_id=PID)
+    assert isinstance(info.value, JobTimeoutError) and "0.3 s deadline" in str(info.value)
+    # The abandoned job is interrupted (running) and dropped (pending), by its own id.
+    posts = {r.url.path: r.content for r in httpx_mock.get_requests() if r.method == "POST"}
+    assert posts["/interrupt"] == json.dumps({"prompt_id": PID}, separators=(",", ":")).encode()
+    assert posts["/queue"] == json.dumps({"delete": [PID]}, separators=(",", ":")).encode()
+
+
+async def test_prompt_in_neither_queue_nor_history_is_lost(
+    tmp_path: Path, httpx_mock: HTTPXMock
+) -> None:
+    # No prompt_id given: a fresh uuid4 is submitted, never resumed.
+    expect_submit(httpx_mock, URL)
+    httpx_mock.add_response(url=f"{URL}/queue", json=EMPTY_QUEUE)
+    httpx_mock.add_response(url=re.compile(rf"{URL}/history/[0-9a-f-]{{36}}"), json={})
+    with pytest.raises(PromptLostError, match="restarted") as info:
+        await run(settings_for(tmp_path, URL))
+    submitted = json.loads(httpx_mock.get_requests()[0].content)["prompt_id"]
+    assert info.value.prompt_id == submitted != PID
+    assert len(httpx_mock.get_requests()) == 3  # no resume check before a fresh submit
+
+
+async def test_execution_error_carries_comfyuis_fields(
+    tmp_path: Path, httpx_mock: HTTPXMock, capture: Any
+) -> None:
+    nothing_earlier(httpx_mock, URL)
+    expect_submit(httpx_mock, URL)
+    httpx_mock.add_response(url=f"{URL}/queue", json=EMPTY_QUEUE)
+    httpx_mock.add_response(url=f"{URL}/history/{PID}", json=history_with(
+        capture("05_runtime_error")["history_after"]["body"]))
+    with pytest.raises(ExecutionError) as info:
+        await run(settings_for(tmp_path, URL), prompt_id=PID)
+    err = info.value
+    assert (err.node_id, err.node_type) == ("1", "LoadImage")
+    assert err.exception_type == "PIL.UnidentifiedImageError"
+    assert "cannot identify image file" in err.exception_message
+    assert err.traceback and "raise UnidentifiedImageError" in err.traceback[-1]
+    assert "node 1 (LoadImage) failed" in str(err)
+
+
+async def test_interrupted_prompt(tmp_path: Path, httpx_mock: HTTPXMock, capture: Any) -> None:
+    nothing_earlier(httpx_mock, URL)
+    expect_submit(httpx_mock, URL)
+    httpx_mock.add_response(url=f"{URL}/queue", json=EMPTY_QUEUE)
+    httpx_mock.add_response(url=f"{URL}/history/{PID}", json=history_with(
+        capture("08_interrupt_and_queue_delete")["history_interrupted"]["body"]))
+    with pytest.raises(ExecutionInterrupted, match="interrupted at node 12 "):
+        await run(settings_for(tmp_path, URL), prompt_id=PID)
+
+
+async def test_unsafe_history_filename_is_rejected(tmp_path: Path, httpx_mock: HTTPXMock) -> None:
+    nothing_earlier(httpx_mock, URL)
+    expect_submit(httpx_mock, URL)
+    httpx_mock.add_response(url=f"{URL}/queue", json=EMPTY_QUEUE)
+    httpx_mock.add_response(url=f"{URL}/history/{PID}", json={PID: {
+        "outputs": {"9": {"images": [{"filename": "../../../etc/shadow", "subfolder": "",
+                                      "type": "output"}]}},
+        "status": {"status_str": "success", "completed": True, "messages": []}}})
+    with pytest.raises(UnsafeOutputPathError, match="node 9"):
+        await run(settings_for(tmp_path, URL), prompt_id=PID)
+
+
+async def test_invalid_workflow_never_reaches_comfyui(tmp_path: Path) -> None:
+    executor = Executor(settings_for(tmp_path, URL))
+    with pytest.raises(InvalidWorkflowError, match="has no class_type"):
+        await executor.run({"1": {"inputs": {}}})
+    await executor.aclose()  # httpx_mock would fail the test on any unexpected request
+
+
+# -- attaching to an earlier attempt ---------------------------------------------------
+
+
+async def test_earlier_success_is_reused_without_submitting(
+    tmp_path: Path, httpx_mock: HTTPXMock, ok_history: dict[str, Any]
+) -> None:
+    httpx_mock.add_response(url=f"{URL}/history/{PID}", json=ok_history)
+    result = await run(settings_for(tmp_path, URL), prompt_id=PID)
+    assert result.reused and result.prompt_id == PID and len(result.outputs) == 1
+    assert all(r.method == "GET" for r in httpx_mock.get_requests())
+
+
+async def test_running_prompt_is_attached_to(
+    tmp_path: Path, httpx_mock: HTTPXMock, ok_history: dict[str, Any]
+) -> None:
+    httpx_mock.add_response(url=f"{URL}/history/{PID}", json={})
+    httpx_mock.add_response(url=f"{URL}/queue", json=RUNNING)  # attach decision
+    httpx_mock.add_response(url=f"{URL}/queue", json=RUNNING)
+    httpx_mock.add_response(url=f"{URL}/queue", json=EMPTY_QUEUE)
+    httpx_mock.add_response(url=f"{URL}/history/{PID}", json=ok_history)
+    result = await run(settings_for(tmp_path, URL, completion_mode="websocket"), prompt_id=PID)
+    assert result.reused
+    assert not [r for r in httpx_mock.get_requests() if r.method == "POST"]
+
+
+async def test_earlier_failure_is_resubmitted(
+    tmp_path: Path, httpx_mock: HTTPXMock, capture: Any, ok_history: dict[str, Any]
+) -> None:
+    failed = history_with(capture("08_interrupt_and_queue_delete")["history_interrupted"]["body"])
+    httpx_mock.add_response(url=f"{URL}/history/{PID}", json=failed)
+    httpx_mock.add_response(url=f"{URL}/queue", json=EMPTY_QUEUE)
+    expect_submit(httpx_mock, URL)
+    httpx_mock.add_response(url=f"{URL}/queue", json=EMPTY_QUEUE)
+    httpx_mock.add_response(url=f"{URL}/history/{PID}", json=ok_history)
+    result = await run(settings_for(tmp_path, URL), prompt_id=PID)
+    assert not result.reused and result.outputs
+
+
+# -- websocket ---------------------------------------------------------------------------
+
+Script = Callable[[ServerConnection, int], Any]
+
+
+@pytest.fixture
+async def ws_server() -> AsyncIterator[Callable[[Script], Any]]:
+    """Start a websocket server whose handler runs `script(connection, n)` for the n-th
+    connection; yields a starter returning (base_url, list of client ids seen)."""
+    servers: list[Server] = []
+
+    async def start(script: Script) -> tuple[str, list[str]]:
+        seen: list[str] = []
+
+        async def handler(conn: ServerConnection) -> None:
+            assert conn.request is not None
+            seen.append(conn.request.path.split("clientId=")[1])
+            await conn.send(json.dumps({"type": "status", "data": {
+                "status": {"exec_info": {"queue_remaining": 0}}, "sid": seen[-1]}}))
+            await script(conn, len(seen))
+
+        server = await serve(handler, "127.0.0.1", 0)
+        servers.append(server)
+        port = next(iter(server.sockets)).getsockname()[1]
+        return f"http://127.0.0.1:{port}", seen
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+def event(kind: str, **data: Any) -> str:
+    return json.dumps({"type": kind, "data": data})
+
+
+async def test_websocket_done_signal_filters_other_prompts(
+    tmp_path: Path, httpx_mock: HTTPXMock, ok_history: dict[str, Any], ws_server: Any
+) -> None:
+    async def script(conn: ServerConnection, n: int) -> None:
+        await asyncio.sleep(0.05)  # after the submit
+        await conn.send(event("execution_start", prompt_id="other"))
+        await conn.send(event("executing", node=None, prompt_id="other"))
+        await conn.send(b"\x00\x00\x00\x01\x00\x00\x00\x02binary preview")
+        await conn.send("not json at all")
+        await conn.send(event("executing", node="2", display_node="2", prompt_id=PID))
+        await conn.send(event("executing", node=None, prompt_id=PID))
+        await conn.wait_closed()
+
+    url, seen = await ws_server(script)
+    nothing_earlier(httpx_mock, url)
+    expect_submit(httpx_mock, url)
+    httpx_mock.add_response(url=f"{url}/history/{PID}", json=ok_history)
+    result = await run(settings_for(tmp_path, url, completion_mode="websocket"), prompt_id=PID)
+    assert result.outputs
+    (post,) = httpx_mock.get_requests(method="POST")
+    assert seen == [json.loads(post.content)["client_id"]]  # connected with that id before submitting
+    # Only the resume check reads the queue: the done signal needs no polling.
+    assert len([r for r in httpx_mock.get_requests() if r.url.path == "/queue"]) == 1
+
+
+async def test_websocket_drop_reconnects_with_the_same_id_and_reconciles(
+    tmp_path: Path, httpx_mock: HTTPXMock, ok_history: dict[str, Any], ws_server: Any
+) -> None:
+    async def script(conn: ServerConnection, n: int) -> None:
+        if n == 1:
+            await asyncio.sleep(0.05)
+            await conn.send(event("execution_start", prompt_id=PID))
+            await conn.close()
+            return
+        await asyncio.sleep(0.05)
+        await conn.send(event("executing", node="2"))  # reconnect mid-run: no prompt_id
+        await conn.send(event("executing", node=None, prompt_id=PID))
+        await conn.wait_closed()
+
+    url, seen = await ws_server(script)
+    nothing_earlier(httpx_mock, url)
+    expect_submit(httpx_mock, url)
+    httpx_mock.add_response(url=f"{url}/queue", json=RUNNING)
+    httpx_mock.add_response(url=f"{url}/history/{PID}", json=ok_history)
+    result = await run(settings_for(tmp_path, url, completion_mode="websocket"), prompt_id=PID)
+    assert result.outputs
+    assert len(seen) == 2 and seen[0] == seen[1]
+
+
+async def test_deaf_websocket_is_caught_by_reconciliation(
+    tmp_path: Path, httpx_mock: HTTPXMock, ok_history: dict[str, Any], ws_server: Any
+) -> None:
+    async def script(conn: ServerConnection, n: int) -> None:
+        await conn.wait_closed()  # hears nothing, like a superseded clientId (captures/19)
+
+    url, _ = await ws_server(script)
+    nothing_earlier(httpx_mock, url)
+    expect_submit(httpx_mock, url)
+    httpx_mock.add_response(url=f"{url}/queue", json=EMPTY_QUEUE)
+    httpx_mock.add_response(url=f"{url}/history/{PID}", json=ok_history)
+    settings = settings_for(tmp_path, url, completion_mode="websocket", reconcile_interval=0.1)
+    assert (await run(settings, prompt_id=PID)).outputs
+
+
+async def test_unusable_websocket_falls_back_to_polling(
+    tmp_path: Path, httpx_mock: HTTPXMock, ok_history: dict[str, Any]
+) -> None:
+    # Nothing listens on this port's websocket: HTTP is mocked, the socket cannot open.
+    url = "http://127.0.0.1:9"
+    nothing_earlier(httpx_mock, url)
+    expect_submit(httpx_mock, url)
+    httpx_mock.add_response(url=f"{url}/queue", json=RUNNING)
+    httpx_mock.add_response(url=f"{url}/queue", json=EMPTY_QUEUE)
+    httpx_mock.add_response(url=f"{url}/history/{PID}", json=ok_history)
+    settings = settings_for(tmp_path, url, completion_mode="websocket", request_timeout=2)
+    assert (await run(settings, prompt_id=PID)).outputs
+
+
+async def test_in_flight_limit_is_process_wide(
+    tmp_path: Path, httpx_mock: HTTPXMock, ok_history: dict[str, Any]
+) -> None:
+    httpx_mock.add_response(url=f"{URL}/history/{PID}", json={}, is_reusable=True)
+    executor = Executor(settings_for(tmp_path, URL, max_in_flight=1))
+    entered = 0
+
+    async def slow_queue() -> Any:
+        nonlocal entered
+        entered += 1
+        await asyncio.sleep(0.2)
+        raise asyncio.CancelledError
+
+    executor.client.queue = slow_queue  # type: ignore[method-assign]
+    jobs = [asyncio.create_task(executor.run(WORKFLOW, prompt_id=PID)) for _ in range(3)]
+    await asyncio.sleep(0.1)
+    assert entered == 1  # the other two wait for the slot
+    for job in jobs:
+        job.cancel()
+    await asyncio.gather(*jobs, return_exceptions=True)
+    await executor.aclose()
