@@ -1,0 +1,99 @@
+"""Register the `comfyui-generate` WfSpec: run one ComfyUI workflow through comfyui-worker.
+
+Start the worker first (`comfyui-worker serve` registers the `execute-comfyui-workflow`
+TaskDef), then, with LHC_API_HOST / LHC_API_PORT pointing at LittleHorse:
+
+    python examples/wfspec.py
+    lhctl run comfyui-generate workflow "$(cat my_workflow_api.json)"
+
+The workflow must be ComfyUI's API format ("Export (API)"), not the UI format.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import littlehorse
+from littlehorse.config import LHConfig
+from littlehorse.model import ExponentialBackoffRetryPolicy, VariableMutationType
+from littlehorse.workflow import WfRunVariable, Workflow, WorkflowThread
+
+WF_SPEC_NAME = "comfyui-generate"
+TASK_DEF_NAME = "execute-comfyui-workflow"
+
+# LittleHorse times a TaskRun out after 60 s unless told otherwise; a diffusion workflow on a
+# busy GPU queue easily takes minutes. Keep this above the worker's own job deadline for the
+# workflows you run, or the server retries a job the worker is still waiting on.
+TASK_TIMEOUT_SECONDS = 900
+
+# Retries cover technical failures only (TASK_FAILED, timeouts: ComfyUI unreachable, worker
+# restarted). Business exceptions below are never retried by the server. The worker uses the
+# TaskRun's idempotency key, so a retry does not queue the same job in ComfyUI twice.
+TASK_RETRIES = 3
+RETRY_BACKOFF = ExponentialBackoffRetryPolicy(
+    base_interval_ms=5_000, max_delay_ms=120_000, multiplier=3.0
+)
+
+# LHTaskException names the worker raises, with the message the WfRun fails with. The
+# exception's content (node ids, ComfyUI's error details) stays on the failed NodeRun.
+BUSINESS_EXCEPTIONS: dict[str, str] = {
+    "comfyui-invalid-workflow": (
+        "The workflow is not a runnable ComfyUI API-format graph; export it with 'Export (API)'."
+    ),
+    "comfyui-validation-error": (
+        "ComfyUI rejected the workflow at validation; see the failed task's exception content "
+        "for the node errors."
+    ),
+    "comfyui-missing-node": (
+        "The workflow uses a node type this ComfyUI does not have; install the custom node."
+    ),
+    "comfyui-execution-error": (
+        "A node failed while ComfyUI ran the workflow; see the failed task's exception content."
+    ),
+    "comfyui-unsafe-output-path": (
+        "ComfyUI reported an output outside its output/temp directories; it was not returned."
+    ),
+}
+
+
+def _fail_with(
+    exception_name: str, message: str, failure: WfRunVariable
+) -> Callable[[WorkflowThread], None]:
+    def handler(thread: WorkflowThread) -> None:
+        # Recorded on the WfRun so a search or dashboard shows why without opening NodeRuns.
+        thread.mutate(failure, VariableMutationType.ASSIGN, exception_name)
+        thread.fail(exception_name, message)
+
+    return handler
+
+
+def entrypoint(wf: WorkflowThread) -> None:
+    workflow = wf.declare_json_obj("workflow").required()
+    result = wf.declare_json_obj("result")
+    failure = wf.declare_str("failure")
+
+    run = wf.execute(
+        TASK_DEF_NAME,
+        workflow,
+        timeout_seconds=TASK_TIMEOUT_SECONDS,
+        retries=TASK_RETRIES,
+        exponential_backoff=RETRY_BACKOFF,
+    )
+    for exception_name, message in BUSINESS_EXCEPTIONS.items():
+        wf.handle_exception(run, _fail_with(exception_name, message, failure), exception_name)
+    result.assign(run)
+
+
+def build_workflow() -> Workflow:
+    """A fresh Workflow (`compile()` consumes the builder's threads, so build one per use)."""
+    return Workflow(WF_SPEC_NAME, entrypoint)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO)
+    littlehorse.create_workflow_spec(build_workflow(), LHConfig())
+
+
+if __name__ == "__main__":
+    main()

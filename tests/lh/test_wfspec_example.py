@@ -1,0 +1,110 @@
+"""examples/wfspec.py compiles to the WfSpec the README promises and registers cleanly."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from littlehorse.model import PutWfSpecRequest, ThreadSpec, VariableType
+
+from lh.fake_server import FakeLittleHorse
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "wfspec.py"
+
+EXCEPTION_NAMES = {
+    "comfyui-invalid-workflow",
+    "comfyui-validation-error",
+    "comfyui-missing-node",
+    "comfyui-execution-error",
+    "comfyui-unsafe-output-path",
+}
+
+
+@pytest.fixture(scope="module")
+def example() -> Iterator[ModuleType]:
+    spec = importlib.util.spec_from_file_location("comfyui_wfspec_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture
+def compiled(example: ModuleType) -> PutWfSpecRequest:
+    request: PutWfSpecRequest = example.build_workflow().compile()
+    return request
+
+
+def _task_node_name(entry: ThreadSpec) -> str:
+    (name,) = [name for name, node in entry.nodes.items() if node.HasField("task")]
+    return name
+
+
+def test_entrypoint_takes_a_required_json_workflow(compiled: PutWfSpecRequest) -> None:
+    assert compiled.name == "comfyui-generate"
+    entry = compiled.thread_specs[compiled.entrypoint_thread_name]
+    variables = {v.var_def.name: v for v in entry.variable_defs}
+    assert variables["workflow"].var_def.type_def.primitive_type == VariableType.JSON_OBJ
+    assert variables["workflow"].required
+    assert variables["result"].var_def.type_def.primitive_type == VariableType.JSON_OBJ
+
+
+def test_task_has_long_timeout_and_backoff_retries(compiled: PutWfSpecRequest) -> None:
+    entry = compiled.thread_specs[compiled.entrypoint_thread_name]
+    task = entry.nodes[_task_node_name(entry)].task
+    assert task.task_def_id.name == "execute-comfyui-workflow"
+    # Far above the server's 60 s default, which would cut most ComfyUI jobs short.
+    assert task.timeout_seconds == 900
+    assert task.retries == 3
+    assert task.HasField("exponential_backoff")
+    assert task.exponential_backoff.base_interval_ms == 5_000
+    assert task.exponential_backoff.max_delay_ms == 120_000
+    assert task.exponential_backoff.multiplier == pytest.approx(3.0)
+    # The workflow variable is the task's only input.
+    assert [v.variable_name for v in task.variables] == ["workflow"]
+
+
+def test_each_business_exception_has_a_failing_handler(compiled: PutWfSpecRequest) -> None:
+    entry = compiled.thread_specs[compiled.entrypoint_thread_name]
+    handlers = entry.nodes[_task_node_name(entry)].failure_handlers
+    assert {h.specific_failure for h in handlers} == EXCEPTION_NAMES
+    for handler in handlers:
+        thread = compiled.thread_specs[handler.handler_spec_name]
+        exits = [n.exit for n in thread.nodes.values() if n.HasField("exit")]
+        assert len(exits) == 1
+        failure = exits[0].failure_def
+        assert failure.failure_name == handler.specific_failure
+        assert failure.message
+        mutations = [m for n in thread.nodes.values() for e in n.outgoing_edges
+                     for m in e.variable_mutations]
+        assert [(m.lhs_name, m.rhs_assignment.literal_value.str) for m in mutations] == [
+            ("failure", handler.specific_failure)
+        ]
+
+
+def test_task_output_lands_in_result(compiled: PutWfSpecRequest) -> None:
+    entry = compiled.thread_specs[compiled.entrypoint_thread_name]
+    task_name = _task_node_name(entry)
+    mutations = [m for e in entry.nodes[task_name].outgoing_edges for m in e.variable_mutations]
+    assert [(m.lhs_name, m.rhs_assignment.node_output.node_name) for m in mutations] == [
+        ("result", task_name)
+    ]
+
+
+def test_main_registers_the_spec_using_lhc_env(
+    example: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeLittleHorse() as fake:
+        monkeypatch.setenv("LHC_API_HOST", fake.host)
+        monkeypatch.setenv("LHC_API_PORT", str(fake.port))
+        example.main()
+        assert [spec.name for spec in fake.wf_specs] == ["comfyui-generate"]
+        assert fake.wf_specs[0] == example.build_workflow().compile()
