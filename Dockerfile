@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # Build: resolve exactly what uv.lock pins (no dev dependencies) into /app/.venv.
 FROM python:3.11-slim-bookworm AS build
-COPY --from=ghcr.io/astral-sh/uv:0.9 /uv /usr/local/bin/uv
+COPY --from=ghcr.io/astral-sh/uv:0.13 /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
 WORKDIR /app
 # Dependencies first, so that a source change does not reinstall them.

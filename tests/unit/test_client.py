@@ -51,16 +51,16 @@ async def test_submit_fails_clearly_without_prompt_id(
 ) -> None:
     httpx_mock.add_response(method="POST", url=f"{BASE}/prompt", json={"number": 3})
     with pytest.raises(ProtocolError, match="without a prompt_id"):
-        await client.submit({"1": {"class_type": "X", "inputs": {}}}, prompt_id="p",
-                            client_id="c")
+        await client.submit({"1": {"class_type": "X", "inputs": {}}}, prompt_id="p", client_id="c")
 
 
 async def test_submit_400_becomes_validation_error_with_node_errors(
     client: ComfyUIClient, httpx_mock: HTTPXMock, capture: Any
 ) -> None:
     case = capture("06_validation_errors")["loadimage_missing_file"]
-    httpx_mock.add_response(method="POST", url=f"{BASE}/prompt", status_code=400,
-                            json=case["prompt_response"]["body"])
+    httpx_mock.add_response(
+        method="POST", url=f"{BASE}/prompt", status_code=400, json=case["prompt_response"]["body"]
+    )
     with pytest.raises(PromptValidationError) as info:
         await client.submit(case["request_body"]["prompt"], prompt_id="p", client_id="c")
     err = info.value
@@ -78,8 +78,9 @@ async def test_unknown_class_type_is_a_missing_node_error(
     client: ComfyUIClient, httpx_mock: HTTPXMock, capture: Any
 ) -> None:
     case = capture("06_validation_errors")["unknown_class_type"]
-    httpx_mock.add_response(method="POST", url=f"{BASE}/prompt", status_code=400,
-                            json=case["prompt_response"]["body"])
+    httpx_mock.add_response(
+        method="POST", url=f"{BASE}/prompt", status_code=400, json=case["prompt_response"]["body"]
+    )
     with pytest.raises(MissingNodeError) as info:
         await client.submit(case["request_body"]["prompt"], prompt_id="p", client_id="c")
     (node,) = info.value.node_errors
@@ -88,8 +89,16 @@ async def test_unknown_class_type_is_a_missing_node_error(
 
 
 @pytest.mark.parametrize(
-    "case", ["missing_class_type", "no_output_nodes", "empty_prompt_dict", "no_prompt_key",
-             "bad_linked_input", "return_type_mismatch", "combo_value_not_in_list"]
+    "case",
+    [
+        "missing_class_type",
+        "no_output_nodes",
+        "empty_prompt_dict",
+        "no_prompt_key",
+        "bad_linked_input",
+        "return_type_mismatch",
+        "combo_value_not_in_list",
+    ],
 )
 async def test_every_recorded_400_is_a_named_validation_error(
     client: ComfyUIClient, httpx_mock: HTTPXMock, capture: Any, case: str
@@ -98,8 +107,7 @@ async def test_every_recorded_400_is_a_named_validation_error(
     body = recorded["prompt_response"]["body"]
     httpx_mock.add_response(method="POST", url=f"{BASE}/prompt", status_code=400, json=body)
     with pytest.raises(PromptValidationError) as info:
-        await client.submit({"1": {"class_type": "X", "inputs": {}}}, prompt_id="p",
-                            client_id="c")
+        await client.submit({"1": {"class_type": "X", "inputs": {}}}, prompt_id="p", client_id="c")
     assert info.value.error_type == body["error"]["type"]
     assert body["error"]["message"] in str(info.value)
     for node_id in body["node_errors"]:
@@ -112,22 +120,27 @@ async def test_200_with_node_errors_is_reported(
     case = capture("06_validation_errors")["partial_valid_one_good_one_bad_output"]
     body = case["prompt_response"]["body"]
     httpx_mock.add_response(method="POST", url=f"{BASE}/prompt", json=body)
-    result = await client.submit(case["request_body"]["prompt"], prompt_id=body["prompt_id"],
-                                 client_id="c")
+    result = await client.submit(
+        case["request_body"]["prompt"], prompt_id=body["prompt_id"], client_id="c"
+    )
     (node,) = result.node_errors
     assert node.node_id == "3" and node.errors[0].type == "required_input_missing"
 
 
-async def test_500_text_plain_is_not_parsed_as_json(
-    httpx_mock: HTTPXMock, capture: Any
-) -> None:
+async def test_500_text_plain_is_not_parsed_as_json(httpx_mock: HTTPXMock, capture: Any) -> None:
     case = capture("06_validation_errors")["malformed_json_body"]
     text = case["prompt_response"]["body_text"]
-    httpx_mock.add_response(method="POST", url=f"{BASE}/prompt", status_code=500, text=text,
-                            headers={"Content-Type": "text/plain; charset=utf-8"},
-                            is_reusable=True)
-    httpx_mock.add_response(method="GET", url=f"{BASE}/queue",
-                            json={"queue_running": [], "queue_pending": []})
+    httpx_mock.add_response(
+        method="POST",
+        url=f"{BASE}/prompt",
+        status_code=500,
+        text=text,
+        headers={"Content-Type": "text/plain; charset=utf-8"},
+        is_reusable=True,
+    )
+    httpx_mock.add_response(
+        method="GET", url=f"{BASE}/queue", json={"queue_running": [], "queue_pending": []}
+    )
     httpx_mock.add_response(method="GET", url=f"{BASE}/history/p", json={})
     async with ComfyUIClient(BASE, retry=NO_WAIT) as client:
         with pytest.raises(ServerError) as info:
@@ -140,8 +153,7 @@ async def test_retries_once_on_a_request_error(
     client: ComfyUIClient, httpx_mock: HTTPXMock
 ) -> None:
     httpx_mock.add_exception(httpx.ConnectError("refused"), url=f"{BASE}/queue")
-    httpx_mock.add_response(url=f"{BASE}/queue",
-                            json={"queue_running": [], "queue_pending": []})
+    httpx_mock.add_response(url=f"{BASE}/queue", json={"queue_running": [], "queue_pending": []})
     assert (await client.queue()).position("x") is None
     assert len(httpx_mock.get_requests()) == 2
 
@@ -175,8 +187,9 @@ async def test_submit_retry_does_not_resubmit_an_enqueued_prompt(
 ) -> None:
     # The first POST timed out after ComfyUI had enqueued it.
     httpx_mock.add_exception(httpx.ReadTimeout("slow"), method="POST", url=f"{BASE}/prompt")
-    httpx_mock.add_response(url=f"{BASE}/queue", json={
-        "queue_running": [[7, "p", {}, {}, ["2"]]], "queue_pending": []})
+    httpx_mock.add_response(
+        url=f"{BASE}/queue", json={"queue_running": [[7, "p", {}, {}, ["2"]]], "queue_pending": []}
+    )
     result = await client.submit({"1": {"class_type": "X"}}, prompt_id="p", client_id="c")
     assert result.prompt_id == "p"
     posts = [r for r in httpx_mock.get_requests() if r.method == "POST"]

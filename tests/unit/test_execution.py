@@ -27,17 +27,26 @@ from comfyui_worker.execution import Executor
 from comfyui_worker.settings import Settings
 
 PID = "11111111-2222-3333-4444-555555555555"
-WORKFLOW = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64}},
-            "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}}}
+WORKFLOW = {
+    "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64}},
+    "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}},
+}
 EMPTY_QUEUE = {"queue_running": [], "queue_pending": []}
 RUNNING = {"queue_running": [[1, PID, {}, {}, ["2"]]], "queue_pending": []}
 
 
 def settings_for(tmp_path: Path, url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "comfyui_base_url": url, "output_dir": tmp_path / "out", "temp_dir": tmp_path / "tmp",
-        "input_dir": tmp_path / "in", "completion_mode": "poll", "poll_interval": 0.01,
-        "retries": 0, "backoff_base": 0.0, "reconcile_interval": 30, "job_deadline": 10,
+        "comfyui_base_url": url,
+        "output_dir": tmp_path / "out",
+        "temp_dir": tmp_path / "tmp",
+        "input_dir": tmp_path / "in",
+        "completion_mode": "poll",
+        "poll_interval": 0.01,
+        "retries": 0,
+        "backoff_base": 0.0,
+        "reconcile_interval": 30,
+        "job_deadline": 10,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -97,9 +106,14 @@ async def test_poll_returns_resolved_paths(
     body = result.to_dict()
     assert json.loads(json.dumps(body)) == body
     assert body["status"] == "success" and body["reused"] is False
-    assert body["files"][0] == {"node_id": "2", "key": "images", "filename": "s01_00001_.png",
-                                "subfolder": "peer", "type": "output",
-                                "path": str(out / "peer" / "s01_00001_.png")}
+    assert body["files"][0] == {
+        "node_id": "2",
+        "key": "images",
+        "filename": "s01_00001_.png",
+        "subfolder": "peer",
+        "type": "output",
+        "path": str(out / "peer" / "s01_00001_.png"),
+    }
 
 
 async def test_raises_timeout_when_the_queue_never_clears(
@@ -139,8 +153,10 @@ async def test_execution_error_carries_comfyuis_fields(
     nothing_earlier(httpx_mock, URL)
     expect_submit(httpx_mock, URL)
     httpx_mock.add_response(url=f"{URL}/queue", json=EMPTY_QUEUE)
-    httpx_mock.add_response(url=f"{URL}/history/{PID}", json=history_with(
-        capture("05_runtime_error")["history_after"]["body"]))
+    httpx_mock.add_response(
+        url=f"{URL}/history/{PID}",
+        json=history_with(capture("05_runtime_error")["history_after"]["body"]),
+    )
     with pytest.raises(ExecutionError) as info:
         await run(settings_for(tmp_path, URL), prompt_id=PID)
     err = info.value
@@ -155,8 +171,10 @@ async def test_interrupted_prompt(tmp_path: Path, httpx_mock: HTTPXMock, capture
     nothing_earlier(httpx_mock, URL)
     expect_submit(httpx_mock, URL)
     httpx_mock.add_response(url=f"{URL}/queue", json=EMPTY_QUEUE)
-    httpx_mock.add_response(url=f"{URL}/history/{PID}", json=history_with(
-        capture("08_interrupt_and_queue_delete")["history_interrupted"]["body"]))
+    httpx_mock.add_response(
+        url=f"{URL}/history/{PID}",
+        json=history_with(capture("08_interrupt_and_queue_delete")["history_interrupted"]["body"]),
+    )
     with pytest.raises(ExecutionInterrupted, match="interrupted at node 12 "):
         await run(settings_for(tmp_path, URL), prompt_id=PID)
 
@@ -165,10 +183,21 @@ async def test_unsafe_history_filename_is_rejected(tmp_path: Path, httpx_mock: H
     nothing_earlier(httpx_mock, URL)
     expect_submit(httpx_mock, URL)
     httpx_mock.add_response(url=f"{URL}/queue", json=EMPTY_QUEUE)
-    httpx_mock.add_response(url=f"{URL}/history/{PID}", json={PID: {
-        "outputs": {"9": {"images": [{"filename": "../../../etc/shadow", "subfolder": "",
-                                      "type": "output"}]}},
-        "status": {"status_str": "success", "completed": True, "messages": []}}})
+    httpx_mock.add_response(
+        url=f"{URL}/history/{PID}",
+        json={
+            PID: {
+                "outputs": {
+                    "9": {
+                        "images": [
+                            {"filename": "../../../etc/shadow", "subfolder": "", "type": "output"}
+                        ]
+                    }
+                },
+                "status": {"status_str": "success", "completed": True, "messages": []},
+            }
+        },
+    )
     with pytest.raises(UnsafeOutputPathError, match="node 9"):
         await run(settings_for(tmp_path, URL), prompt_id=PID)
 
@@ -235,8 +264,14 @@ async def ws_server() -> AsyncIterator[Callable[[Script], Any]]:
         async def handler(conn: ServerConnection) -> None:
             assert conn.request is not None
             seen.append(conn.request.path.split("clientId=")[1])
-            await conn.send(json.dumps({"type": "status", "data": {
-                "status": {"exec_info": {"queue_remaining": 0}}, "sid": seen[-1]}}))
+            await conn.send(
+                json.dumps(
+                    {
+                        "type": "status",
+                        "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": seen[-1]},
+                    }
+                )
+            )
             await script(conn, len(seen))
 
         server = await serve(handler, "127.0.0.1", 0)
@@ -274,7 +309,9 @@ async def test_websocket_done_signal_filters_other_prompts(
     result = await run(settings_for(tmp_path, url, completion_mode="websocket"), prompt_id=PID)
     assert result.outputs
     (post,) = httpx_mock.get_requests(method="POST")
-    assert seen == [json.loads(post.content)["client_id"]]  # connected with that id before submitting
+    assert seen == [
+        json.loads(post.content)["client_id"]
+    ]  # connected with that id before submitting
     # Only the resume check reads the queue: the done signal needs no polling.
     assert len([r for r in httpx_mock.get_requests() if r.url.path == "/queue"]) == 1
 

@@ -14,8 +14,7 @@ from comfyui_worker.outputs import OutputDirs, parse_outputs, parse_outputs_asyn
 def dirs(tmp_path: Path) -> OutputDirs:
     for name in ("output", "temp", "input"):
         (tmp_path / name).mkdir()
-    return OutputDirs(output=tmp_path / "output", temp=tmp_path / "temp",
-                      input=tmp_path / "input")
+    return OutputDirs(output=tmp_path / "output", temp=tmp_path / "temp", input=tmp_path / "input")
 
 
 def test_every_recorded_output_type(dirs: OutputDirs, capture: Any) -> None:
@@ -23,8 +22,14 @@ def test_every_recorded_output_type(dirs: OutputDirs, capture: Any) -> None:
     (entry,) = body.values()
     files, texts = parse_outputs(entry["outputs"], dirs)
     by_key = {(f.node_id, f.key) for f in files}
-    assert {("21", "latents"), ("41", "audio"), ("42", "audio"), ("13", "images"),
-            ("15", "images"), ("10", "images")} <= by_key
+    assert {
+        ("21", "latents"),
+        ("41", "audio"),
+        ("42", "audio"),
+        ("13", "images"),
+        ("15", "images"),
+        ("10", "images"),
+    } <= by_key
     assert [t.as_dict() for t in texts] == [{"node_id": "31", "key": "text", "text": "64"}]
     # Node order is numeric, not the order ComfyUI happened to write them.
     ids = [int(f.node_id) for f in files]
@@ -39,15 +44,28 @@ def test_every_recorded_output_type(dirs: OutputDirs, capture: Any) -> None:
 
 def test_custom_keys_with_file_items_are_outputs(dirs: OutputDirs) -> None:
     outputs = {
-        "9": {"gifs": [{"filename": "clip_00001.mp4", "subfolder": "vhs", "type": "output",
-                        "format": "video/h264-mp4"}]},
+        "9": {
+            "gifs": [
+                {
+                    "filename": "clip_00001.mp4",
+                    "subfolder": "vhs",
+                    "type": "output",
+                    "format": "video/h264-mp4",
+                }
+            ]
+        },
         "10": {"3d": [{"filename": "mesh.glb", "subfolder": "", "type": "output"}]},
-        "2": {"images": [{"filename": "a.png", "subfolder": "", "type": "output"}],
-              "animated": [False]},
+        "2": {
+            "images": [{"filename": "a.png", "subfolder": "", "type": "output"}],
+            "animated": [False],
+        },
     }
     files, texts = parse_outputs(outputs, dirs)
     assert [(f.node_id, f.key, f.filename) for f in files] == [
-        ("2", "images", "a.png"), ("9", "gifs", "clip_00001.mp4"), ("10", "3d", "mesh.glb")]
+        ("2", "images", "a.png"),
+        ("9", "gifs", "clip_00001.mp4"),
+        ("10", "3d", "mesh.glb"),
+    ]
     assert files[1].path.endswith(os.path.join("output", "vhs", "clip_00001.mp4"))
     assert texts == []
 
@@ -67,8 +85,7 @@ def test_custom_keys_with_file_items_are_outputs(dirs: OutputDirs) -> None:
     ],
 )
 def test_traversal_is_rejected(dirs: OutputDirs, filename: str, subfolder: str, why: str) -> None:
-    outputs = {"5": {"images": [{"filename": filename, "subfolder": subfolder,
-                                 "type": "output"}]}}
+    outputs = {"5": {"images": [{"filename": filename, "subfolder": subfolder, "type": "output"}]}}
     with pytest.raises(UnsafeOutputPathError, match=why) as info:
         parse_outputs(outputs, dirs)
     assert info.value.node_id == "5" and "node 5 output 'images'" in str(info.value)
@@ -101,4 +118,5 @@ async def test_async_variant_gives_the_same_answer(dirs: OutputDirs, capture: An
     body = capture("03_load_invert_save")
     entry = next(iter(body["history_after"]["body"].values()))
     assert await parse_outputs_async(entry["outputs"], dirs) == parse_outputs(
-        entry["outputs"], dirs)
+        entry["outputs"], dirs
+    )

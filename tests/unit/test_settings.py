@@ -40,8 +40,13 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("job_deadline", 0), ("poll_interval", -1), ("retries", -1), ("max_in_flight", 0),
-     ("completion_mode", "carrier-pigeon")],
+    [
+        ("job_deadline", 0),
+        ("poll_interval", -1),
+        ("retries", -1),
+        ("max_in_flight", 0),
+        ("completion_mode", "carrier-pigeon"),
+    ],
 )
 def test_rejects_nonsense_values(field: str, value: object) -> None:
     with pytest.raises(ValidationError, match=field):

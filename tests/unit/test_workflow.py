@@ -8,8 +8,10 @@ import pytest
 from comfyui_worker.exceptions import InvalidWorkflowError
 from comfyui_worker.workflow import load_workflow_file, validate_workflow
 
-GOOD = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8}},
-        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}}}
+GOOD = {
+    "1": {"class_type": "EmptyImage", "inputs": {"width": 8}},
+    "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}},
+}
 
 
 def test_accepts_an_api_format_graph() -> None:
@@ -50,9 +52,11 @@ def test_load_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b"{not json", "is not valid JSON: .* line 1 column 2"),
-     (b"\xff\xfe\x00", "is not UTF-8"),
-     (b'{"nodes": [], "links": []}', "UI format")],
+    [
+        (b"{not json", "is not valid JSON: .* line 1 column 2"),
+        (b"\xff\xfe\x00", "is not UTF-8"),
+        (b'{"nodes": [], "links": []}', "UI format"),
+    ],
 )
 def test_load_file_errors_name_the_file(tmp_path: Path, content: bytes, message: str) -> None:
     path = tmp_path / "wf.json"

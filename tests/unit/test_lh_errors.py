@@ -1,0 +1,105 @@
+"""Which failures LittleHorse sees as business exceptions, and what they carry."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from littlehorse.utils import extract_value
+
+from comfyui_worker.constants import ExceptionName
+from comfyui_worker.exceptions import (
+    ExecutionError,
+    ExecutionInterrupted,
+    InvalidWorkflowError,
+    JobTimeoutError,
+    MissingNodeError,
+    NodeError,
+    NodeInputError,
+    PromptLostError,
+    PromptValidationError,
+    ServerError,
+    TransportError,
+    UnsafeOutputPathError,
+)
+from comfyui_worker.lh.errors import business_name, to_lh_exception
+from comfyui_worker.lh.task import prompt_id_for
+
+NODE = NodeError(
+    node_id="3",
+    class_type="KSampler",
+    errors=(
+        NodeInputError(
+            type="value_not_in_list",
+            message="Value not in list",
+            details="ckpt_name: 'x.safetensors'",
+            input_name="ckpt_name",
+        ),
+    ),
+)
+CASES: list[tuple[Exception, ExceptionName]] = [
+    (InvalidWorkflowError("workflow is empty"), ExceptionName.INVALID_WORKFLOW),
+    (
+        PromptValidationError(
+            "Prompt outputs failed validation", error_type="x", node_errors=(NODE,)
+        ),
+        ExceptionName.VALIDATION_ERROR,
+    ),
+    (MissingNodeError("missing", error_type="invalid_prompt"), ExceptionName.MISSING_NODE),
+    (
+        ExecutionError(
+            prompt_id="p",
+            node_id="3",
+            node_type="KSampler",
+            exception_type="torch.OutOfMemoryError",
+            exception_message="CUDA OOM",
+            traceback=[f"frame {i}" for i in range(20)],
+        ),
+        ExceptionName.EXECUTION_ERROR,
+    ),
+    (
+        UnsafeOutputPathError("bad", node_id="9", filename="../x", subfolder=""),
+        ExceptionName.UNSAFE_OUTPUT_PATH,
+    ),
+]
+
+
+@pytest.mark.parametrize(("exc", "name"), CASES)
+def test_business_exceptions_have_stable_names_and_structured_content(
+    exc: Any, name: ExceptionName
+) -> None:
+    assert business_name(exc) is name
+    lh_exc = to_lh_exception(exc, name)
+    assert lh_exc.exception_name == name.value
+    content = extract_value(lh_exc.content)
+    assert isinstance(content, dict) and content["message"] == str(exc)
+    json.dumps(content)
+
+
+def test_content_names_the_node() -> None:
+    content = extract_value(to_lh_exception(CASES[1][0], ExceptionName.VALIDATION_ERROR).content)
+    assert content["node_errors"][0]["node_id"] == "3"
+    assert content["node_errors"][0]["errors"][0]["input_name"] == "ckpt_name"
+    execution = extract_value(to_lh_exception(CASES[3][0], ExceptionName.EXECUTION_ERROR).content)
+    assert execution["node_type"] == "KSampler" and len(execution["traceback"]) == 5
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        TransportError("unreachable"),
+        ServerError("503", status_code=503),
+        PromptLostError("p"),
+        ExecutionInterrupted(prompt_id="p"),
+        JobTimeoutError("p", 5),
+    ],
+)
+def test_technical_failures_stay_retryable(exc: Exception) -> None:
+    assert business_name(exc) is None
+
+
+def test_prompt_id_is_stable_per_task_run() -> None:
+    a = prompt_id_for("wf-1/task-guid-1")
+    assert a == prompt_id_for("wf-1/task-guid-1") != prompt_id_for("wf-1/task-guid-2")
+    assert len(a) == 36 and a[14] == "5"  # UUIDv5
