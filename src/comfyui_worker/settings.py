@@ -50,7 +50,7 @@ class Settings(BaseSettings):
         gt=0,
         description="In websocket mode, seconds between safety checks of /history and /queue",
     )
-    job_deadline: float = Field(default=3600.0, gt=0, description="Total seconds one job may take")
+    job_deadline: float = Field(default=1800.0, gt=0, description="Total seconds one job may take")
     completion_mode: CompletionMode = Field(default=CompletionMode.WEBSOCKET)
     max_in_flight: int = Field(
         default=2,
