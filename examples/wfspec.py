@@ -1,7 +1,7 @@
 """Register the `comfyui-generate` WfSpec: run one ComfyUI workflow through comfyui-worker.
 
-Start the worker first (`comfyui-worker serve` registers the `execute-comfyui-workflow`
-TaskDef), then, with LHC_API_HOST / LHC_API_PORT pointing at LittleHorse:
+Register the `execute-comfyui-workflow` TaskDef first (`comfyui-worker register`; the
+docker-compose stack does it), then, with LHC_API_HOST / LHC_API_PORT pointing at LittleHorse:
 
     python examples/wfspec.py
     lhctl run comfyui-generate workflow "$(cat my_workflow_api.json)"
@@ -23,9 +23,10 @@ WF_SPEC_NAME = "comfyui-generate"
 TASK_DEF_NAME = "execute-comfyui-workflow"
 
 # LittleHorse times a TaskRun out after 60 s unless told otherwise; a diffusion workflow on a
-# busy GPU queue easily takes minutes. Keep this above the worker's own job deadline for the
-# workflows you run, or the server retries a job the worker is still waiting on.
-TASK_TIMEOUT_SECONDS = 900
+# busy GPU queue easily takes minutes. Keep this above the worker's COMFYUI_JOB_DEADLINE
+# (default 1800 s, which already covers waiting for a slot and ComfyUI's queue), or the server
+# gives up on, and retries, a job the worker is still waiting on.
+TASK_TIMEOUT_SECONDS = 2100
 
 # Retries cover technical failures only (TASK_FAILED, timeouts: ComfyUI unreachable, worker
 # restarted). Business exceptions below are never retried by the server. The worker uses the

@@ -140,9 +140,7 @@ def decode_report(report: ReportTaskRun) -> TaskReport:
         ),
         error_type=LHErrorType.Name(report.error.type) if has_error else None,
         error_message=report.error.message if has_error else None,
-        log_output=(
-            extract_value(report.log_output) if report.HasField("log_output") else None
-        ),
+        log_output=(extract_value(report.log_output) if report.HasField("log_output") else None),
     )
 
 
@@ -165,14 +163,10 @@ class _Servicer(LittleHorseServicer):  # type: ignore[misc]
     def __init__(self, fake: FakeLittleHorse) -> None:
         self._fake = fake
 
-    def PutTaskDef(
-        self, request: PutTaskDefRequest, context: grpc.ServicerContext
-    ) -> TaskDef:
+    def PutTaskDef(self, request: PutTaskDefRequest, context: grpc.ServicerContext) -> TaskDef:
         return self._fake._put_task_def(request, context)
 
-    def GetTaskDef(
-        self, request: TaskDefId, context: grpc.ServicerContext
-    ) -> TaskDef:
+    def GetTaskDef(self, request: TaskDefId, context: grpc.ServicerContext) -> TaskDef:
         return self._fake._get_task_def(request, context)
 
     def RegisterTaskWorker(
@@ -185,14 +179,10 @@ class _Servicer(LittleHorseServicer):  # type: ignore[misc]
     ) -> Iterator[PollTaskResponse]:
         return self._fake._poll_task(request_iterator, context)
 
-    def ReportTask(
-        self, request: ReportTaskRun, context: grpc.ServicerContext
-    ) -> Empty:
+    def ReportTask(self, request: ReportTaskRun, context: grpc.ServicerContext) -> Empty:
         return self._fake._report_task(request)
 
-    def PutWfSpec(
-        self, request: PutWfSpecRequest, context: grpc.ServicerContext
-    ) -> WfSpec:
+    def PutWfSpec(self, request: PutWfSpecRequest, context: grpc.ServicerContext) -> WfSpec:
         return self._fake._put_wf_spec(request, context)
 
 
@@ -387,9 +377,7 @@ class FakeLittleHorse:
             return [VarNameAndVal(var_name=name, value=value) for name, value in values.items()]
         expected = [var.name for var in task_def.input_vars]
         if sorted(expected) != sorted(values):
-            raise ValueError(
-                f"TaskDef {task_def.id.name!r} takes {expected}, got {sorted(values)}"
-            )
+            raise ValueError(f"TaskDef {task_def.id.name!r} takes {expected}, got {sorted(values)}")
         ordered = []
         for var in task_def.input_vars:
             value = values[var.name]
@@ -444,8 +432,7 @@ class FakeLittleHorse:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(
-                        f"no report for TaskRun {key} attempt {attempt_number} "
-                        f"within {timeout} s"
+                        f"no report for TaskRun {key} attempt {attempt_number} within {timeout} s"
                     )
                 self._cond.wait(remaining)
 
@@ -589,9 +576,7 @@ class FakeLittleHorse:
 
     def _put_wf_spec(self, request: PutWfSpecRequest, context: grpc.ServicerContext) -> WfSpec:
         if not _NAME_RE.match(request.name):
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"Invalid WfSpec name {request.name!r}"
-            )
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid WfSpec name {request.name!r}")
         with self._cond:
             revision = sum(1 for spec in self._wf_specs if spec.name == request.name)
             self._wf_specs.append(request)
@@ -738,8 +723,9 @@ async def running_worker(
                 start_task.result()
                 raise RuntimeError(f"worker for {task_def_name!r} stopped before polling")
             if loop.time() > deadline:
-                raise TimeoutError(f"worker for {task_def_name!r} not polling after "
-                                   f"{ready_timeout} s")
+                raise TimeoutError(
+                    f"worker for {task_def_name!r} not polling after {ready_timeout} s"
+                )
             await asyncio.sleep(0.005)
         yield worker
     finally:

@@ -88,9 +88,7 @@ def compose() -> dict[str, Any]:
 
 def _mounts(service: dict[str, Any]) -> dict[str, str]:
     """Named volume -> container path (mode suffix dropped)."""
-    return {
-        entry.split(":")[0]: entry.split(":")[1] for entry in service.get("volumes", [])
-    }
+    return {entry.split(":")[0]: entry.split(":")[1] for entry in service.get("volumes", [])}
 
 
 def test_loader_reads_the_constructs_the_file_uses() -> None:
@@ -117,7 +115,7 @@ def test_loader_reads_the_constructs_the_file_uses() -> None:
 
 def test_services_and_images(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"littlehorse", "comfyui", "worker"}
+    assert set(services) == {"littlehorse", "comfyui", "register", "worker"}
     image, _, tag = services["littlehorse"]["image"].rpartition(":")
     assert image == "ghcr.io/littlehorse-enterprises/littlehorse/lh-standalone"
     # Server and client ship in lockstep; a mismatch is how protocol surprises start.
@@ -126,6 +124,9 @@ def test_services_and_images(compose: dict[str, Any]) -> None:
     assert services["worker"]["build"] == {"context": ".", "dockerfile": "Dockerfile"}
     assert services["worker"]["entrypoint"] == ["comfyui-worker"]
     assert services["worker"]["command"] == ["serve"]
+    assert services["register"]["build"] == services["worker"]["build"]
+    assert services["register"]["entrypoint"] == ["comfyui-worker"]
+    assert services["register"]["command"] == ["register"]
 
 
 def test_worker_reaches_littlehorse_through_the_advertised_host(
@@ -139,7 +140,15 @@ def test_worker_reaches_littlehorse_through_the_advertised_host(
     # The worker polls the advertised address, so it must be the service name too.
     assert lh_env["LHS_ADVERTISED_LISTENERS"] == "PLAIN://littlehorse:2023"
     assert lh_env["LHS_LISTENERS"] == "PLAIN:2023"
-    assert services["worker"]["depends_on"]["littlehorse"] == {"condition": "service_healthy"}
+    # serve needs the TaskDef, which only the one-shot register service creates.
+    assert services["register"]["environment"] == {
+        "LHC_API_HOST": worker_env["LHC_API_HOST"],
+        "LHC_API_PORT": worker_env["LHC_API_PORT"],
+    }
+    assert services["register"]["depends_on"]["littlehorse"] == {"condition": "service_healthy"}
+    assert services["worker"]["depends_on"]["register"] == {
+        "condition": "service_completed_successfully"
+    }
 
 
 def test_worker_sees_comfyui_files_at_the_paths_comfyui_writes(

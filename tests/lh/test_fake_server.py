@@ -260,9 +260,7 @@ async def test_stop_ends_a_workers_poll_with_unavailable(
         assert fake.pollers("greet") == 0
         await asyncio.sleep(0.05)
     # The SDK logs the broken stream and drops that connection until its next heartbeat.
-    assert any(
-        r.name == "LHConnection" and "UNAVAILABLE" in r.getMessage() for r in caplog.records
-    )
+    assert any(r.name == "LHConnection" and "UNAVAILABLE" in r.getMessage() for r in caplog.records)
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ from types import ModuleType
 import pytest
 from littlehorse.model import PutWfSpecRequest, ThreadSpec, VariableType
 
+from comfyui_worker.settings import Settings
 from lh.fake_server import FakeLittleHorse
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "wfspec.py"
@@ -61,8 +62,10 @@ def test_task_has_long_timeout_and_backoff_retries(compiled: PutWfSpecRequest) -
     entry = compiled.thread_specs[compiled.entrypoint_thread_name]
     task = entry.nodes[_task_node_name(entry)].task
     assert task.task_def_id.name == "execute-comfyui-workflow"
-    # Far above the server's 60 s default, which would cut most ComfyUI jobs short.
-    assert task.timeout_seconds == 900
+    # Far above the server's 60 s default, which would cut most ComfyUI jobs short, and above
+    # the worker's own default job deadline, so the worker gives up first.
+    assert task.timeout_seconds == 2100
+    assert task.timeout_seconds > Settings.model_fields["job_deadline"].default
     assert task.retries == 3
     assert task.HasField("exponential_backoff")
     assert task.exponential_backoff.base_interval_ms == 5_000
@@ -83,8 +86,9 @@ def test_each_business_exception_has_a_failing_handler(compiled: PutWfSpecReques
         failure = exits[0].failure_def
         assert failure.failure_name == handler.specific_failure
         assert failure.message
-        mutations = [m for n in thread.nodes.values() for e in n.outgoing_edges
-                     for m in e.variable_mutations]
+        mutations = [
+            m for n in thread.nodes.values() for e in n.outgoing_edges for m in e.variable_mutations
+        ]
         assert [(m.lhs_name, m.rhs_assignment.literal_value.str) for m in mutations] == [
             ("failure", handler.specific_failure)
         ]
