@@ -326,7 +326,8 @@ class FakeLittleHorse:
         send something exact). If the TaskDef is registered, the variables are put in its
         input order and their types checked, as the server does before scheduling.
         """
-        task_def = self._task_defs.get(task_def_name)
+        with self._cond:
+            task_def = self._task_defs.get(task_def_name)
         ordered = self._order_variables(task_def, variables)
         run_id = TaskRunId(
             wf_run_id=WfRunId(id=wf_run_id or uuid.uuid4().hex),
@@ -504,6 +505,11 @@ class FakeLittleHorse:
         """
         with self._cond:
             return self._max_in_flight
+
+    def reset_max_in_flight(self) -> None:
+        """Start measuring `max_in_flight` afresh (from the current `in_flight`)."""
+        with self._cond:
+            self._max_in_flight = len(self._in_flight)
 
     @property
     def handed_out(self) -> int:

@@ -167,6 +167,8 @@ async def test_tasks_run_concurrently_up_to_worker_threads(fake: FakeLittleHorse
         # Two execute; the SDK has also claimed a third that waits for a free slot.
         assert (peak, fake.in_flight, fake.queued("slow")) == (2, 3, 2)
         assert fake.max_in_flight == 3
+        fake.reset_max_in_flight()
+        assert fake.max_in_flight == 3
         release.set()
         reports = [decode_report(await fake.await_report(r)) for r in run_ids]
 
@@ -214,6 +216,13 @@ def test_conflicting_task_def_is_already_exists(fake: FakeLittleHorse) -> None:
         littlehorse.create_task_def(describe_v2, "describe", config)
     assert excinfo.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert len(fake.task_defs["describe"].input_vars) == 1
+
+
+def test_task_def_name_must_be_kebab_case(fake: FakeLittleHorse) -> None:
+    with pytest.raises(grpc.RpcError) as excinfo:
+        littlehorse.create_task_def(greet, "greet_user", fake.config())
+    assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert fake.task_defs == {}
 
 
 def test_get_missing_task_def_is_not_found(fake: FakeLittleHorse) -> None:
