@@ -1,81 +1,17 @@
-"""docker-compose.yml wires LittleHorse, ComfyUI and the worker together consistently.
-
-PyYAML is not a dependency, so the file is read with a small loader for the block-style
-subset it uses; anything outside that subset fails the test rather than being misread.
-"""
+"""docker-compose.yml wires LittleHorse, ComfyUI and the worker together consistently."""
 
 from __future__ import annotations
 
-import json
 from importlib.metadata import version
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
+import yaml
 
 from comfyui_worker.settings import Settings
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
-
-
-# --- a loader for the YAML subset used by docker-compose.yml -------------------------------
-
-
-def _scalar(text: str) -> Any:
-    if text.startswith(('"', "[")):
-        return json.loads(text)
-    if text.startswith("'"):
-        if not text.endswith("'"):
-            raise ValueError(f"unsupported scalar: {text}")
-        return text[1:-1].replace("''", "'")
-    if " #" in text or text.startswith(("{", "&", "*", "!")):
-        raise ValueError(f"unsupported YAML in {COMPOSE.name}: {text}")
-    return text
-
-
-def _parse(lines: list[tuple[int, str]], i: int, indent: int) -> tuple[Any, int]:
-    if lines[i][1].startswith("- "):
-        items: list[Any] = []
-        while i < len(lines) and lines[i][0] == indent and lines[i][1].startswith("- "):
-            item = lines[i][1][2:]
-            if ": " in item and not item.startswith(('"', "'")):
-                raise ValueError(f"unsupported list of mappings: {item}")
-            items.append(_scalar(item))
-            i += 1
-        return items, i
-    mapping: dict[str, Any] = {}
-    while i < len(lines) and lines[i][0] == indent:
-        key, sep, rest = lines[i][1].partition(":")
-        if not sep or (rest and not rest.startswith(" ")):
-            raise ValueError(f"unsupported line: {lines[i][1]}")
-        rest = rest.strip()
-        i += 1
-        if rest in (">-", ">"):
-            folded = []
-            while i < len(lines) and lines[i][0] > indent:
-                folded.append(lines[i][1])
-                i += 1
-            mapping[key] = " ".join(folded)
-        elif rest:
-            mapping[key] = _scalar(rest)
-        elif i < len(lines) and lines[i][0] > indent:
-            mapping[key], i = _parse(lines, i, lines[i][0])
-        else:
-            mapping[key] = None
-    return mapping, i
-
-
-def load_compose(text: str) -> dict[str, Any]:
-    lines = [
-        (len(raw) - len(raw.lstrip(" ")), raw.strip())
-        for raw in text.splitlines()
-        if raw.strip() and not raw.lstrip().startswith("#")
-    ]
-    document, end = _parse(lines, 0, 0)
-    if end != len(lines):
-        raise ValueError(f"could not read line {lines[end][1]!r}")
-    assert isinstance(document, dict)
-    return document
 
 
 # --- tests ---------------------------------------------------------------------------------
@@ -83,34 +19,14 @@ def load_compose(text: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return load_compose(COMPOSE.read_text(encoding="utf-8"))
+    document = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    assert isinstance(document, dict)
+    return document
 
 
 def _mounts(service: dict[str, Any]) -> dict[str, str]:
     """Named volume -> container path (mode suffix dropped)."""
     return {entry.split(":")[0]: entry.split(":")[1] for entry in service.get("volumes", [])}
-
-
-def test_loader_reads_the_constructs_the_file_uses() -> None:
-    text = (
-        "a:\n"
-        "  b: plain\n"
-        '  c: ["x", "y"]\n'
-        "  d: >-\n"
-        "    one\n"
-        "    two\n"
-        "  # a comment\n"
-        "  e:\n"
-        '    - "q:1"\n'
-        "    - bare\n"
-        "f:\n"
-    )
-    assert load_compose(text) == {
-        "a": {"b": "plain", "c": ["x", "y"], "d": "one two", "e": ["q:1", "bare"]},
-        "f": None,
-    }
-    with pytest.raises(ValueError):
-        load_compose("a: &anchor x\n")
 
 
 def test_services_and_images(compose: dict[str, Any]) -> None:
