@@ -1,0 +1,51 @@
+"""`comfyui-worker run` on bad input: a readable message and a non-zero exit, never a hang."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from comfyui_worker.cli import main
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "is not valid JSON"),
+        ('{"nodes": [], "links": [], "version": 0.4}', "UI format"),
+        ("[]", "must be a JSON object of nodes, got array"),
+        ("{}", "workflow is empty"),
+        ('{"1": {"inputs": {}}}', "node '1' has no class_type"),
+    ],
+)
+def test_run_rejects_bad_workflow_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    path = tmp_path / "wf.json"
+    path.write_text(content)
+    assert main(["run", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "comfyui-worker: error: InvalidWorkflowError" in err and message in err
+    assert str(path) in err
+
+
+def test_run_reports_an_unreachable_comfyui(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COMFYUI_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("COMFYUI_RETRIES", "0")
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps({"1": {"class_type": "EmptyImage", "inputs": {}}}))
+    assert main(["run", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "TransportError" in err and "unreachable" in err
+
+
+def test_invalid_configuration_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COMFYUI_BASE_URL", "")
+    assert main(["run", str(tmp_path / "x.json")]) == 1
+    assert "invalid configuration" in capsys.readouterr().err
