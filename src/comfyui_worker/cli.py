@@ -101,10 +101,12 @@ def _run_with_mock(
 
 
 def _register(settings: Settings) -> int:
-    from .lh.worker import TaskDefConflictError, register
+    from .lh.task import make_task_function
+    from .lh.worker import TaskDefConflictError, lh_config, register
 
     try:
-        print(register(settings))
+        # The Executor only lends the task function its signature; it opens no connection.
+        print(register(lh_config(settings), make_task_function(Executor(settings))))
     except TaskDefConflictError as exc:
         return _fail(str(exc))
     except Exception as exc:  # grpc errors: unreachable server, auth

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from typing import Any
 
 import grpc
 import littlehorse
@@ -15,7 +15,7 @@ from littlehorse.worker import LHTaskWorker
 from ..constants import TASK_NAME
 from ..execution import Executor
 from ..settings import Settings
-from .task import make_task_function
+from .task import TaskFunction, make_task_function
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +39,11 @@ def lh_config(settings: Settings) -> LHConfig:
     return config
 
 
-def register(settings: Settings, config: LHConfig | None = None) -> str:
-    """Put the TaskDef. Identical existing one: fine. Conflicting one: TaskDefConflictError."""
-    config = config or lh_config(settings)
-    executor = Executor(settings)
-    fn = make_task_function(executor)
+def register(config: LHConfig, task: TaskFunction) -> str:
+    """Put the TaskDef `task`'s signature describes. An identical existing one is fine; a
+    conflicting one raises TaskDefConflictError. Blocking (the SDK's sync gRPC stub)."""
     try:
-        littlehorse.create_task_def(fn, TASK_NAME, config)
+        littlehorse.create_task_def(task, TASK_NAME, config)
     except grpc.RpcError as exc:
         if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
             raise
@@ -77,12 +75,16 @@ async def serve(settings: Settings, config: LHConfig | None = None) -> None:
     """Run the worker until SIGTERM/SIGINT (signal handlers need the main thread)."""
     config = config or lh_config(settings)
     executor = Executor(settings)
+    task = make_task_function(executor)
+    # The SDK refuses to start without the TaskDef; creating it here (idempotent) also turns a
+    # conflicting one into a clear error instead of the SDK's signature mismatch.
+    log.info(await asyncio.to_thread(register, config, task))
     if not await executor.client.check_health():
         log.warning(
             "ComfyUI at %s is not answering yet; tasks will retry until it does",
             settings.base_url_str,
         )
-    worker = build_worker(executor, config)
+    worker = LHTaskWorker(task, TASK_NAME, config)
     log.info(
         "serving %r: ComfyUI %s, %d job(s) in flight, %d task slot(s) per LittleHorse host",
         TASK_NAME,
@@ -94,7 +96,3 @@ async def serve(settings: Settings, config: LHConfig | None = None) -> None:
         await littlehorse.start(worker)
     finally:
         await executor.aclose()
-
-
-def build_worker(executor: Executor, config: LHConfig, **kwargs: Any) -> LHTaskWorker:
-    return LHTaskWorker(make_task_function(executor), TASK_NAME, config, **kwargs)
