@@ -1,0 +1,177 @@
+"""MockComfyUIThread: a MockComfyUI on its own event loop in a background thread.
+
+Synchronous tests (and async tests that must not share their loop with the server) use this;
+every control method can be called from the test's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from comfyui_mock.server import MockComfyUI
+
+T = TypeVar("T")
+START_TIMEOUT = 30.0
+
+
+class MockComfyUIThread:
+    def __init__(self, server: MockComfyUI) -> None:
+        self.server = server
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def create(
+        cls,
+        output_dir: Path | str,
+        temp_dir: Path | str | None = None,
+        input_dir: Path | str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        job_delay: float = 0.0,
+    ) -> MockComfyUIThread:
+        return cls(MockComfyUI(output_dir, temp_dir, input_dir, host, port, job_delay))
+
+    @classmethod
+    def in_directory(
+        cls, root: Path | str, host: str = "127.0.0.1", port: int = 0, job_delay: float = 0.0
+    ) -> MockComfyUIThread:
+        """A mock whose output, temp and input directories are subfolders of `root`."""
+        base = Path(root)
+        return cls.create(base / "output", base / "temp", base / "input", host, port, job_delay)
+
+    def start(self) -> MockComfyUIThread:
+        if self._thread is not None:
+            return self
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                loop.run_until_complete(self.server.start())
+            except BaseException as ex:  # reported to the starting thread
+                failure.append(ex)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self.server.stop())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="comfyui-mock", daemon=True)
+        self._thread.start()
+        if not ready.wait(START_TIMEOUT):
+            raise RuntimeError("comfyui-mock did not start in time")
+        if failure:
+            self._thread.join()
+            self._thread = None
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        if self._thread is None or self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(START_TIMEOUT)
+        self._thread = None
+        self._loop = None
+
+    def __enter__(self) -> MockComfyUIThread:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if self._loop is None:
+            coro.close()
+            raise RuntimeError("comfyui-mock is not running")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    # -- what the fixture handle offers -------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def output_dir(self) -> Path:
+        return self.server.output_dir
+
+    @property
+    def temp_dir(self) -> Path:
+        return self.server.temp_dir
+
+    @property
+    def input_dir(self) -> Path:
+        return self.server.input_dir
+
+    def restart(self, downtime: float = 0.0) -> None:
+        self._run(self.server.restart(downtime))
+
+    def set_job_delay(self, seconds: float) -> None:
+        self.server.set_job_delay(seconds)
+
+    def set_node_delay(self, node: str, seconds: float) -> None:
+        self.server.set_node_delay(node, seconds)
+
+    def set_progress_steps(self, steps: int, node: str | None = None) -> None:
+        self.server.set_progress_steps(steps, node)
+
+    def set_cache_enabled(self, enabled: bool) -> None:
+        self.server.set_cache_enabled(enabled)
+
+    def fail_next_validation(self, count: int = 1) -> None:
+        self.server.fail_next_validation(count)
+
+    def fail_node(
+        self,
+        node: str,
+        message: str = "Injected failure",
+        exception_type: str = "RuntimeError",
+        times: int | None = 1,
+    ) -> None:
+        self.server.fail_node(node, message, exception_type, times)
+
+    def fail_http(self, count: int = 1, path: str | None = None, status: int = 500) -> None:
+        self.server.fail_http(count, path, status)
+
+    def drop_websockets(
+        self, after_event: str | None = None, after_events: int | None = None
+    ) -> None:
+        self.server.drop_websockets(after_event, after_events)
+
+    def set_response_delay(self, seconds: float, path: str | None = None) -> None:
+        self.server.set_response_delay(seconds, path)
+
+    def reset_controls(self) -> None:
+        self.server.reset_controls()
+
+    def clear_cache(self) -> None:
+        self.server.clear_cache()
+
+    def cleanup_files(self) -> None:
+        self.server.cleanup_files()
+
+    def executions(self, prompt_id: str) -> int:
+        return self.server.executions(prompt_id)
+
+    def request_count(self, path: str, method: str | None = None) -> int:
+        return self.server.request_count(path, method)
+
+    def request_counts(self) -> dict[str, int]:
+        return self.server.request_counts()
