@@ -89,7 +89,7 @@ class MockComfyUI:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._runner = web.AppRunner(build_app(self), access_log=None)
+        self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         await self._listen()
         self.hub.start()
@@ -97,7 +97,7 @@ class MockComfyUI:
 
     async def _listen(self) -> None:
         assert self._runner is not None
-        self._site = web.TCPSite(self._runner, self.host, self.port, shutdown_timeout=1.0)
+        self._site = web.TCPSite(self._runner, self.host, self.port)
         await self._site.start()
         # Port 0 asks the OS for a free port; remember it so a restart comes back on it.
         self.port = int(self._runner.addresses[-1][1])
