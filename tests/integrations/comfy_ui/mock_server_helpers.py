@@ -7,6 +7,7 @@ import json
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -86,13 +87,13 @@ class Comfy:
         return prompt_id
 
     async def history(self, prompt_id: str) -> dict[str, Any]:
-        response = await self.http.get(f"/history/{prompt_id}")
+        response = await self.http.get(f"/history/{quote(prompt_id, safe='')}")
         assert response.status_code == 200
         body: dict[str, Any] = response.json()
         return body
 
-    async def wait_history(self, prompt_id: str, timeout: float = TIMEOUT) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
+    async def wait_history(self, prompt_id: str, limit: float = TIMEOUT) -> dict[str, Any]:
+        async with asyncio.timeout(limit):
             while True:
                 body = await self.history(prompt_id)
                 if prompt_id in body:
@@ -104,8 +105,8 @@ class Comfy:
         body: dict[str, Any] = (await self.http.get("/queue")).json()
         return body
 
-    async def wait_idle(self, timeout: float = TIMEOUT) -> None:
-        async with asyncio.timeout(timeout):
+    async def wait_idle(self, limit: float = TIMEOUT) -> None:
+        async with asyncio.timeout(limit):
             while (await self.http.get("/prompt")).json()["exec_info"]["queue_remaining"]:
                 await asyncio.sleep(0.01)
 
@@ -124,11 +125,11 @@ def new_client_id() -> str:
 
 
 async def read_until_done(
-    ws: ClientConnection, prompt_id: str, timeout: float = TIMEOUT
+    ws: ClientConnection, prompt_id: str, limit: float = TIMEOUT
 ) -> list[dict[str, Any]]:
     """Text messages up to and including `executing {node: null}` for prompt_id."""
     messages: list[dict[str, Any]] = []
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(limit):
         while True:
             raw = await ws.recv()
             if isinstance(raw, bytes):
