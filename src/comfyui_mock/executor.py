@@ -23,9 +23,9 @@ from comfyui_mock.cache import NodeCache
 from comfyui_mock.control import Controls
 from comfyui_mock.files import Dirs
 from comfyui_mock.hub import SocketHub
+from comfyui_mock.input_checks import full_type_name
 from comfyui_mock.nodes import BEHAVIOURS, NodeContext, NodeResult
 from comfyui_mock.state import PromptQueue, QueueItem
-from comfyui_mock.validation import full_type_name
 
 log = logging.getLogger(__name__)
 

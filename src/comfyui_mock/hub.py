@@ -70,9 +70,11 @@ class SocketHub:
             self._queue.get_nowait()
 
     async def close_all(self) -> None:
-        for ws in list(self._all):
-            with contextlib.suppress(Exception):
-                await ws.close(code=1001, message=b"server going away")
+        sockets = list(self._all)
+        await asyncio.gather(
+            *(ws.close(code=1001, message=b"server going away") for ws in sockets),
+            return_exceptions=True,
+        )
         self.sockets.clear()
         self.feature_flags.clear()
         self._all.clear()

@@ -17,7 +17,8 @@ SERVER_FEATURES: dict[str, Any] = {"supports_preview_metadata": True, "max_uploa
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     server = server_of(request)
     hub = server.hub
-    ws = web.WebSocketResponse()
+    # A short close timeout: dropping sockets must not hang on a peer that never answers.
+    ws = web.WebSocketResponse(timeout=2.0)
     await ws.prepare(request)
     sid = request.rel_url.query.get("clientId", "")
     if sid:

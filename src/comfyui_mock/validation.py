@@ -15,9 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from comfyui_mock import catalogue
-from comfyui_mock.files import Dirs, resolve_annotated
+from comfyui_mock.files import Dirs
+from comfyui_mock.input_checks import (
+    Reason,
+    check_value,
+    convert,
+    custom_validators,
+    full_type_name,
+    types_compatible,
+)
 
-Reason = dict[str, Any]
 Validated = dict[str, tuple[bool, list[Reason], str]]
 
 
@@ -33,97 +40,11 @@ def _error(type_: str, message: str, details: str) -> dict[str, Any]:
     return {"type": type_, "message": message, "details": details, "extra_info": {}}
 
 
-def full_type_name(klass: type) -> str:
-    module = klass.__module__
-    if module == "builtins":
-        return klass.__qualname__
-    return f"{module}.{klass.__qualname__}"
-
-
-def _file_validator(kind: str, dirs: Dirs) -> Callable[[Any], Any]:
-    def check(value: Any) -> Any:
-        if resolve_annotated(value, dirs) is None:
-            return f"Invalid {kind} file: {value}"
-        return True
-
-    return check
-
-
-def _custom_validators(dirs: Dirs) -> dict[str, dict[str, Callable[[Any], Any]]]:
-    """Classes with a VALIDATE_INPUTS: those inputs skip the range and combo checks."""
-    return {
-        "LoadImage": {"image": _file_validator("image", dirs)},
-        "LoadAudio": {"audio": _file_validator("audio", dirs)},
-    }
-
-
-def _types_compatible(received: Any, expected: Any) -> bool:
-    if received == expected:
-        return True
-    if not isinstance(received, str) or not isinstance(expected, str):
-        return False
-    got = {t.strip() for t in received.split(",")}
-    want = {t.strip() for t in expected.split(",")}
-    if "*" in got or "*" in want:
-        return True
-    return len(got & want) > 0
-
-
-def _convert(input_type: Any, val: Any) -> Any:
-    if isinstance(val, dict) and "__value__" in val:
-        val = val["__value__"]
-    if input_type == "INT":
-        val = int(val)
-    if input_type == "FLOAT":
-        val = float(val)
-    if input_type == "STRING":
-        val = str(val)
-    if input_type == "BOOLEAN":
-        val = bool(val)
-    return val
-
-
-def _check_value(spec: catalogue.InputSpec, val: Any) -> Reason | None:
-    """Range and combo checks for one converted widget value."""
-    extra, name = spec.extra, spec.name
-    if "min" in extra and val < extra["min"]:
-        return {
-            "type": "value_smaller_than_min",
-            "message": f"Value {val} smaller than min of {extra['min']}",
-            "details": name,
-            "extra_info": {"input_name": name, "input_config": spec.config, "received_value": val},
-        }
-    if "max" in extra and val > extra["max"]:
-        return {
-            "type": "value_bigger_than_max",
-            "message": f"Value {val} bigger than max of {extra['max']}",
-            "details": name,
-            "extra_info": {"input_name": name, "input_config": spec.config, "received_value": val},
-        }
-    if isinstance(spec.type, list) or spec.type == "COMBO":
-        options = spec.extra.get("options", []) if spec.type == "COMBO" else spec.type
-        if val not in options:
-            config: list[Any] | None = spec.config
-            if len(options) > 20:
-                # ComfyUI leaves long lists (scanned model files) out of the error.
-                list_info = f"(list of length {len(options)})"
-                config = None
-            else:
-                list_info = str(options)
-            return {
-                "type": "value_not_in_list",
-                "message": "Value not in list",
-                "details": f"{name}: '{val}' not in {list_info}",
-                "extra_info": {"input_name": name, "input_config": config, "received_value": val},
-            }
-    return None
-
-
 class _Validator:
     def __init__(self, prompt: dict[str, Any], dirs: Dirs) -> None:
         self.prompt = prompt
         self.dirs = dirs
-        self.custom = _custom_validators(dirs)
+        self.custom = custom_validators(dirs)
         self.validated: Validated = {}
 
     def validate(self, unique_id: str) -> tuple[bool, list[Reason], str]:
@@ -155,7 +76,7 @@ class _Validator:
                 valid = valid and linked_ok
                 continue
             try:
-                val = _convert(spec.type, val)
+                val = convert(spec.type, val)
                 inputs[x] = val
             except Exception as ex:
                 errors.append(
@@ -173,7 +94,7 @@ class _Validator:
                 )
                 continue
             if x not in custom:
-                reason = _check_value(spec, val)
+                reason = check_value(spec, val)
                 if reason is not None:
                     errors.append(reason)
         errors.extend(self._run_custom(custom, inputs))
@@ -193,7 +114,7 @@ class _Validator:
         o_id = val[0]
         o_class_type = self.prompt[o_id]["class_type"]
         received_type = catalogue.return_types(o_class_type)[val[1]]
-        if not _types_compatible(received_type, spec.type):
+        if not types_compatible(received_type, spec.type):
             return {
                 "type": "return_type_mismatch",
                 "message": "Return type mismatch between linked nodes",
