@@ -137,7 +137,7 @@ async def test_newest_socket_with_same_client_id_wins_then_nobody_hears(
     assert await read_for(old, 0.1) == []
     # Closing the old socket removes the shared entry (captures/19): the new one goes deaf.
     await old.close()
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
     second = await comfy.submit_ok(save_prompt("ws/overlap", color=6), cid)
     await comfy.wait_history(second)
     heard = [m for m in await read_for(new, 0.2) if m["type"] != "status"]
@@ -158,6 +158,9 @@ async def test_reconnect_mid_run_reports_current_node(
             if msg["type"] == "executing" and msg["data"]["node"] == "10":
                 break
     await ws.close()
+    # Let the server drop the old socket first: its cleanup would otherwise unregister the
+    # new socket sharing the id (the captured ComfyUI behaviour).
+    await asyncio.sleep(0.05)
     again, greeting = await open_ws(comfyui_mock.url, cid)
     assert greeting["data"]["status"]["exec_info"]["queue_remaining"] == 1
     rest = await read_until_done(again, prompt_id)
