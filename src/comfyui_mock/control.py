@@ -118,6 +118,8 @@ class Controls:
             self._node_failures.append(NodeFailure(str(node), message, exception_type, times))
 
     def fail_http(self, count: int = 1, path: str | None = None, status: int = 500) -> None:
+        if not 400 <= int(status) <= 599:
+            raise ValueError(f"status must be an HTTP error code, not {status}")
         with self._lock:
             target = normalise_path(path) if path is not None else None
             self._http_failures.append(HttpFailure(target, int(status), max(0, int(count))))

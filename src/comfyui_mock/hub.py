@@ -87,9 +87,10 @@ class SocketHub:
         event, data, sid = message
         if sid is None:
             targets = list(self.sockets.values())
-        elif sid in self.sockets:
+        elif isinstance(sid, str) and sid in self.sockets:
             targets = [self.sockets[sid]]
         else:
+            # Socket ids are strings; any other client_id a prompt carried reaches nobody.
             targets = []
         delivered = False
         for ws in targets:
@@ -106,7 +107,10 @@ class SocketHub:
     async def _publish_loop(self) -> None:
         while True:
             message = await self._queue.get()
-            if await self._deliver(message):
-                name = message[0] if isinstance(message[0], str) else f"binary:{message[0]}"
-                if self._on_delivered(name):
-                    await self.close_all()
+            try:
+                if await self._deliver(message):
+                    name = message[0] if isinstance(message[0], str) else f"binary:{message[0]}"
+                    if self._on_delivered(name):
+                        await self.close_all()
+            except Exception:  # one bad message must not silence every later one
+                log.exception("could not publish %r", message[0])
