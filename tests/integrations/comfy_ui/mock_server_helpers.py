@@ -162,6 +162,16 @@ async def read_for(ws: ClientConnection, seconds: float) -> list[Any]:
     return messages
 
 
+async def read_n(ws: ClientConnection, count: int, limit: float = TIMEOUT) -> list[Any]:
+    """Exactly the next `count` messages (text decoded, binary raw)."""
+    messages: list[Any] = []
+    async with asyncio.timeout(limit):
+        while len(messages) < count:
+            raw = await ws.recv()
+            messages.append(raw if isinstance(raw, bytes) else json.loads(raw))
+    return messages
+
+
 def types(messages: list[dict[str, Any]]) -> list[str]:
     return [m["type"] for m in messages]
 

@@ -11,6 +11,7 @@ from mock_server_helpers import (
     new_client_id,
     open_ws,
     read_for,
+    read_n,
     read_until_done,
     save_prompt,
     types,
@@ -99,7 +100,7 @@ async def test_events_reach_only_the_submitting_client(
     ws_other, _ = await open_ws(comfyui_mock.url, other)
     prompt_id = await comfy.submit_ok(save_prompt("ws/route", color=3), mine)
     await read_until_done(ws_mine, prompt_id)
-    seen_by_other = await read_for(ws_other, 0.2)
+    seen_by_other = await read_n(ws_other, 3) + await read_for(ws_other, 0.1)
     await ws_mine.close()
     await ws_other.close()
     # Others only get the queue status broadcasts.
@@ -112,7 +113,7 @@ async def test_prompt_without_client_id_broadcasts_progress_only(
     ws, _ = await open_ws(comfyui_mock.url, new_client_id())
     prompt_id = await comfy.submit_ok(save_prompt("ws/anon", color=4))
     await comfy.wait_history(prompt_id)
-    seen = await read_for(ws, 0.2)
+    seen = await read_n(ws, 7) + await read_for(ws, 0.1)
     await ws.close()
     assert [m["type"] for m in seen] == [
         "status",
@@ -200,11 +201,12 @@ async def test_drop_after_n_events_and_immediately(comfy: Comfy, comfyui_mock: M
     comfyui_mock.drop_websockets(after_events=4)
     cid = new_client_id()
     ws, _ = await open_ws(comfyui_mock.url, cid)
-    await comfy.submit_ok(save_prompt("ws/drop-n", color=8), cid)
+    prompt_id = await comfy.submit_ok(save_prompt("ws/drop-n", color=8), cid)
     seen = await read_for(ws, 2.0)
     assert len(seen) == 4 and ws.close_code is not None
+    await comfy.wait_history(prompt_id)
 
-    idle, _ = await open_ws(comfyui_mock.url, cid)
+    idle, _ = await open_ws(comfyui_mock.url, new_client_id())
     comfyui_mock.drop_websockets()
     assert await read_for(idle, 2.0) == []
     assert idle.close_code is not None
