@@ -282,10 +282,7 @@ async def test_worker_starts_against_the_task_def_register_creates(
     await w.executor.aclose()
 
 
-async def wait_until(condition: Any, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.01)
+async def wait_until(condition: Any) -> None:
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.01)
