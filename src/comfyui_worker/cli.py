@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # One INFO line per HTTP request would drown the job's own log lines.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -115,10 +117,17 @@ def _register(settings: Settings) -> int:
 
 
 def _serve(settings: Settings) -> int:
-    from .lh.worker import serve
+    import grpc
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings))
+    from .lh.worker import TaskDefConflictError, serve
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(settings))
+    except TaskDefConflictError as exc:
+        return _fail(str(exc))
+    except grpc.RpcError as exc:  # LittleHorse unreachable or refusing us: let the supervisor retry
+        return _fail(f"LittleHorse: {exc.code().name}: {exc.details()}")
     return 0
 
 

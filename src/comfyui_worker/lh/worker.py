@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 
 import grpc
 import littlehorse
@@ -93,6 +95,36 @@ async def serve(settings: Settings, config: LHConfig | None = None) -> None:
         config.num_worker_threads,
     )
     try:
-        await littlehorse.start(worker)
+        await _run_until_signal(worker)
     finally:
         await executor.aclose()
+
+
+async def _run_until_signal(worker: LHTaskWorker) -> None:
+    """Run the worker until SIGTERM/SIGINT.
+
+    Not `littlehorse.start()`: its stop() leaves start() asleep in the SDK's 60 s heartbeat,
+    so the process would linger for up to a minute after SIGTERM. Prompts already in ComfyUI
+    keep running; LittleHorse retries their tasks, and a retry on this ComfyUI attaches.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = asyncio.create_task(worker.start(), name="lh-worker")
+    stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+    try:
+        await asyncio.wait({runner, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if runner.done():
+            runner.result()  # e.g. LittleHorse unreachable at start: raise it
+            return
+        log.info("signal received: stopping the worker")
+        # stop() reads the TaskDef start() fetched: AttributeError if it never got there.
+        with contextlib.suppress(AttributeError):
+            worker.stop()
+    finally:
+        for task in (runner, stopping):
+            task.cancel()
+        await asyncio.gather(runner, stopping, return_exceptions=True)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,104 @@
+"""`comfyui-worker serve`, the production entrypoint, as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from comfyui_mock.handle import MockHandle
+from comfyui_worker.constants import TASK_NAME
+from lh.fake_server import FakeLittleHorse, decode_report
+
+WORKFLOW = {
+    "1": {
+        "class_type": "EmptyImage",
+        "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0},
+    },
+    "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "srv"}},
+}
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeLittleHorse]:
+    with FakeLittleHorse() as server:
+        yield server
+
+
+def serve_env(fake: FakeLittleHorse, mock: MockHandle) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LHC_", "LHW_", "COMFYUI_"))}
+    env.update(
+        {
+            "LHC_API_HOST": fake.host,
+            "LHC_API_PORT": str(fake.port),
+            "COMFYUI_BASE_URL": mock.url,
+            "COMFYUI_OUTPUT_DIR": str(mock.output_dir),
+            "COMFYUI_TEMP_DIR": str(mock.temp_dir),
+            "COMFYUI_INPUT_DIR": str(mock.input_dir),
+        }
+    )
+    return env
+
+
+async def test_serve_registers_runs_tasks_and_stops_on_sigterm(
+    fake: FakeLittleHorse, comfyui_mock: MockHandle, tmp_path: Path
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "comfyui_worker.cli",
+        "serve",
+        env=serve_env(fake, comfyui_mock),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        async with asyncio.timeout(20):
+            while fake.pollers(TASK_NAME) == 0:
+                assert proc.returncode is None, await proc.stdout.read()  # type: ignore[union-attr]
+                await asyncio.sleep(0.05)
+        assert TASK_NAME in fake.task_defs  # serve created the TaskDef itself
+        run_id = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW})
+        report = decode_report(await fake.await_report(run_id, timeout=15))
+        assert report.status == "TASK_SUCCESS", report.error_message
+        assert Path(report.output["outputs"][0]).is_file()
+        # Claims sized to the GPU: LHW_NUM_WORKER_THREADS defaults to COMFYUI_MAX_IN_FLIGHT.
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    output = (await proc.stdout.read()).decode()  # type: ignore[union-attr]
+    assert "2 task slot(s) per LittleHorse host" in output
+    assert "signal received: stopping the worker" in output
+
+
+async def test_serve_fails_clearly_when_littlehorse_is_unreachable(
+    comfyui_mock: MockHandle, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LHC_", "LHW_"))}
+    env.update(
+        {"LHC_API_HOST": "127.0.0.1", "LHC_API_PORT": "9", "COMFYUI_BASE_URL": comfyui_mock.url}
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "comfyui_worker.cli",
+        "serve",
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with asyncio.timeout(30):
+        out, _ = await proc.communicate()
+    assert proc.returncode == 1
+    assert b"comfyui-worker: error:" in out and b"UNAVAILABLE" in out
