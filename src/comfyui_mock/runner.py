@@ -13,13 +13,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from comfyui_mock.control_api import ControlAPI
 from comfyui_mock.server import MockComfyUI
 
 T = TypeVar("T")
 START_TIMEOUT = 30.0
 
 
-class MockComfyUIThread:
+class MockComfyUIThread(ControlAPI):
+    @property
+    def _mock(self) -> MockComfyUI:
+        return self.server
+
     def __init__(self, server: MockComfyUI) -> None:
         self.server = server
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -122,56 +127,3 @@ class MockComfyUIThread:
 
     def restart(self, downtime: float = 0.0) -> None:
         self._run(self.server.restart(downtime))
-
-    def set_job_delay(self, seconds: float) -> None:
-        self.server.set_job_delay(seconds)
-
-    def set_node_delay(self, node: str, seconds: float) -> None:
-        self.server.set_node_delay(node, seconds)
-
-    def set_progress_steps(self, steps: int, node: str | None = None) -> None:
-        self.server.set_progress_steps(steps, node)
-
-    def set_cache_enabled(self, enabled: bool) -> None:
-        self.server.set_cache_enabled(enabled)
-
-    def fail_next_validation(self, count: int = 1) -> None:
-        self.server.fail_next_validation(count)
-
-    def fail_node(
-        self,
-        node: str,
-        message: str = "Injected failure",
-        exception_type: str = "RuntimeError",
-        times: int | None = 1,
-    ) -> None:
-        self.server.fail_node(node, message, exception_type, times)
-
-    def fail_http(self, count: int = 1, path: str | None = None, status: int = 500) -> None:
-        self.server.fail_http(count, path, status)
-
-    def drop_websockets(
-        self, after_event: str | None = None, after_events: int | None = None
-    ) -> None:
-        self.server.drop_websockets(after_event, after_events)
-
-    def set_response_delay(self, seconds: float, path: str | None = None) -> None:
-        self.server.set_response_delay(seconds, path)
-
-    def reset_controls(self) -> None:
-        self.server.reset_controls()
-
-    def clear_cache(self) -> None:
-        self.server.clear_cache()
-
-    def cleanup_files(self) -> None:
-        self.server.cleanup_files()
-
-    def executions(self, prompt_id: str) -> int:
-        return self.server.executions(prompt_id)
-
-    def request_count(self, path: str, method: str | None = None) -> int:
-        return self.server.request_count(path, method)
-
-    def request_counts(self) -> dict[str, int]:
-        return self.server.request_counts()

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from comfyui_mock.app import build_app
 from comfyui_mock.control import Controls
+from comfyui_mock.control_api import ControlAPI
 from comfyui_mock.executor import Executor
 from comfyui_mock.files import Dirs
 from comfyui_mock.hub import SocketHub
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 COMFYUI_VERSION = "0.3.64"
 
 
-class MockComfyUI:
+class MockComfyUI(ControlAPI):
     """A ComfyUI look-alike on an aiohttp server, run on the caller's event loop.
 
     `temp_dir` and `input_dir` default to fresh temporary directories that `stop()` removes.
@@ -62,6 +63,10 @@ class MockComfyUI:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def _mock(self) -> MockComfyUI:
+        return self
 
     def _own_dir(self, kind: str) -> Path:
         path = Path(tempfile.mkdtemp(prefix=f"comfyui-mock-{kind}-"))
@@ -220,71 +225,6 @@ class MockComfyUI:
             fn()
         else:
             loop.call_soon_threadsafe(fn)
-
-    # -- control API (synchronous, thread-safe) -------------------------------------------------
-
-    def set_job_delay(self, seconds: float) -> None:
-        """Every prompt takes this long, spread over the nodes it actually executes."""
-        self.controls.set_job_delay(seconds)
-
-    def set_node_delay(self, node: str, seconds: float) -> None:
-        """Extra time for one node, by node id or class_type."""
-        self.controls.set_node_delay(node, seconds)
-
-    def set_progress_steps(self, steps: int, node: str | None = None) -> None:
-        """`progress` events per executed node (all nodes, or one node id / class_type)."""
-        self.controls.set_progress_steps(steps, node)
-
-    def set_cache_enabled(self, enabled: bool) -> None:
-        """False behaves like `--cache-none`: nothing is ever served from cache."""
-        self.controls.set_cache_enabled(enabled)
-
-    def fail_next_validation(self, count: int = 1) -> None:
-        self.controls.fail_next_validation(count)
-
-    def fail_node(
-        self,
-        node: str,
-        message: str = "Injected failure",
-        exception_type: str = "RuntimeError",
-        times: int | None = 1,
-    ) -> None:
-        """Raise at a node (id or class_type) `times` times, or always with None."""
-        self.controls.fail_node(node, message, exception_type, times)
-
-    def fail_http(self, count: int = 1, path: str | None = None, status: int = 500) -> None:
-        self.controls.fail_http(count, path, status)
-
-    def drop_websockets(
-        self, after_event: str | None = None, after_events: int | None = None
-    ) -> None:
-        """Close every socket after the next `after_event`, after N delivered events, or now."""
-        if after_event is None and after_events is None:
-            self._in_loop(lambda: asyncio.ensure_future(self.hub.close_all()))
-        else:
-            self.controls.drop_websockets(after_event, after_events)
-
-    def set_response_delay(self, seconds: float, path: str | None = None) -> None:
-        self.controls.set_response_delay(seconds, path)
-
-    def reset_controls(self) -> None:
-        self.controls.reset()
-
-    def clear_cache(self) -> None:
-        self._in_loop(self.executor.cache.clear)
-
-    def cleanup_files(self) -> None:
-        """Delete every file the mock wrote (outputs, previews, uploads)."""
-        self._remove_written(lambda p: True)
-
-    def executions(self, prompt_id: str) -> int:
-        return self.controls.executions(prompt_id)
-
-    def request_count(self, path: str, method: str | None = None) -> int:
-        return self.controls.request_count(path, method)
-
-    def request_counts(self) -> dict[str, int]:
-        return self.controls.request_counts()
 
     def start_in_thread(self) -> MockComfyUIThread:
         """Run this server on its own event loop in a background thread."""
