@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,6 +21,18 @@ class ControlAPI(ABC):
     @property
     @abstractmethod
     def _mock(self) -> MockComfyUI: ...
+
+    @property
+    def output_dir(self) -> Path:
+        return self._mock.dirs.output
+
+    @property
+    def temp_dir(self) -> Path:
+        return self._mock.dirs.temp
+
+    @property
+    def input_dir(self) -> Path:
+        return self._mock.dirs.input
 
     def set_job_delay(self, seconds: float) -> None:
         """Every prompt takes this long, spread over the nodes it actually executes."""

@@ -113,17 +113,5 @@ class MockComfyUIThread(ControlAPI):
     def url(self) -> str:
         return self.server.url
 
-    @property
-    def output_dir(self) -> Path:
-        return self.server.output_dir
-
-    @property
-    def temp_dir(self) -> Path:
-        return self.server.temp_dir
-
-    @property
-    def input_dir(self) -> Path:
-        return self.server.input_dir
-
     def restart(self, downtime: float = 0.0) -> None:
         self._run(self.server.restart(downtime))

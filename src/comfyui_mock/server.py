@@ -76,18 +76,6 @@ class MockComfyUI(ControlAPI):
     # -- lifecycle ----------------------------------------------------------------------------
 
     @property
-    def output_dir(self) -> Path:
-        return self.dirs.output
-
-    @property
-    def temp_dir(self) -> Path:
-        return self.dirs.temp
-
-    @property
-    def input_dir(self) -> Path:
-        return self.dirs.input
-
-    @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
