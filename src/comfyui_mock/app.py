@@ -33,24 +33,34 @@ async def mock_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     controls = server.controls
     controls.count_request(request.method, request.path)
     delay = controls.response_delay(request.path)
-    if delay > 0:
+    if delay > 0 and request.headers.get("Upgrade", "").lower() == "websocket":
+        # A websocket's answer is its handshake, so that is what comes late.
         await asyncio.sleep(delay)
+        delay = 0.0
     if server.down:
         # A restarting ComfyUI drops connections it still had; refuse like a dead peer.
         if request.transport is not None:
             request.transport.close()
         raise web.HTTPServiceUnavailable()
-    injected = controls.take_http_failure(request.path)
-    if injected is not None:
-        return internal_error(injected)
     try:
-        response = await handler(request)
-        return response
-    except web.HTTPException:
-        raise
-    except Exception as ex:
-        log.debug("handler for %s %s raised %r", request.method, request.path, ex)
-        return internal_error()
+        injected = controls.take_http_failure(request.path)
+        if injected is not None:
+            return internal_error(injected)
+        try:
+            response = await handler(request)
+            return response
+        except web.HTTPException:
+            raise
+        except Exception as ex:
+            log.debug("handler for %s %s raised %r", request.method, request.path, ex)
+            return internal_error()
+    finally:
+        # The request is handled first and only the answer is slow, as when ComfyUI's loop
+        # stalls after reading a request: a client that gives up on a POST /prompt may still
+        # have had its prompt enqueued. Sleeping first instead would let the client's
+        # disconnect fail the body read, so a timed-out POST would never be handled.
+        if delay > 0:
+            await asyncio.sleep(delay)
 
 
 def _injected_validation_error(
