@@ -21,6 +21,7 @@ from comfyui_worker.lh.task import make_task_function, prompt_id_for
 from comfyui_worker.lh.worker import register
 from comfyui_worker.settings import Settings
 from lh.fake_server import FakeLittleHorse, decode_report, running_worker, stop_worker
+from mock_settings import settings_for as mock_settings
 
 WORKFLOW = {
     "1": {
@@ -34,20 +35,10 @@ WORKFLOW = {
 
 
 def settings_for(mock: MockHandle, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "comfyui_base_url": mock.url,
-        "output_dir": mock.output_dir,
-        "temp_dir": mock.temp_dir,
-        "input_dir": mock.input_dir,
-        "poll_interval": 0.02,
-        "retries": 1,
-        "backoff_base": 0.01,
-        "backoff_max": 0.05,
-        "reconcile_interval": 1,
-        "max_workflow_bytes": 20_000,
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    # Safety checks every second; a small size cap to test it cheaply.
+    return mock_settings(
+        mock, **{"reconcile_interval": 1, "max_workflow_bytes": 20_000, **overrides}
+    )
 
 
 @pytest.fixture

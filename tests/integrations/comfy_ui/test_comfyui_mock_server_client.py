@@ -23,7 +23,7 @@ from comfyui_worker.exceptions import (
     ServerError,
     TransportError,
 )
-from comfyui_worker.settings import Settings
+from mock_settings import settings_for
 
 # Recorded 400s whose request our client can send (it always sends a `prompt`).
 VALIDATION_CASES = [
@@ -33,22 +33,6 @@ VALIDATION_CASES = [
     and case.get("prompt_response", {}).get("status") == 400
     and "prompt" in (case.get("request_body") or {})
 ]
-
-
-def settings_for(mock: MockHandle, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "comfyui_base_url": mock.url,
-        "output_dir": mock.output_dir,
-        "temp_dir": mock.temp_dir,
-        "input_dir": mock.input_dir,
-        "poll_interval": 0.02,
-        "retries": 1,
-        "backoff_base": 0.01,
-        "backoff_max": 0.05,
-        "request_timeout": 5,
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 @pytest.fixture

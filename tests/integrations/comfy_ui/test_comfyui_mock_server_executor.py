@@ -30,28 +30,9 @@ from comfyui_worker.exceptions import (
     PromptLostError,
 )
 from comfyui_worker.execution import Executor, JobObserver
-from comfyui_worker.settings import Settings
+from mock_settings import settings_for
 
 PID = "11111111-2222-3333-4444-555555555555"
-
-
-def settings_for(mock: MockHandle, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "comfyui_base_url": mock.url,
-        "output_dir": mock.output_dir,
-        "temp_dir": mock.temp_dir,
-        "input_dir": mock.input_dir,
-        "poll_interval": 0.02,
-        "retries": 1,
-        "backoff_base": 0.01,
-        "backoff_max": 0.05,
-        "request_timeout": 5,
-        # Long enough that no test finishes by a safety check unless it is about them.
-        "reconcile_interval": 5,
-        "job_deadline": 20,
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 @contextlib.asynccontextmanager
