@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -13,13 +12,11 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-CAPTURES = Path(__file__).resolve().parents[2] / "fixtures" / "captures"
+from captures import load_capture
+
+__all__ = ["load_capture"]  # re-exported: the mock tests import it from here
+
 TIMEOUT = 10.0
-
-
-def load_capture(name: str) -> Any:
-    """A scenario recorded from a real ComfyUI v0.3.64."""
-    return json.loads((CAPTURES / f"{name}.json").read_text())
 
 
 def save_prompt(prefix: str = "mock/t", color: int = 0, batch: int = 1) -> dict[str, Any]:
@@ -146,6 +143,18 @@ async def read_until_done(
                 and data.get("prompt_id") == prompt_id
             ):
                 return messages
+
+
+async def wait_for_executing(ws: ClientConnection, node: str, limit: float = 5.0) -> None:
+    """Read until the server says it started executing `node`."""
+    async with asyncio.timeout(limit):
+        while True:
+            raw = await ws.recv()
+            if isinstance(raw, bytes):
+                continue
+            msg = json.loads(raw)
+            if msg["type"] == "executing" and msg["data"]["node"] == node:
+                return
 
 
 async def read_for(ws: ClientConnection, seconds: float) -> list[Any]:

@@ -14,6 +14,7 @@ from mock_server_helpers import (
     read_until_done,
     save_prompt,
     types,
+    wait_for_executing,
 )
 
 from comfyui_mock.catalogue import FIXTURE_IMAGE
@@ -111,11 +112,7 @@ async def test_interrupt_takes_effect_at_the_next_node_boundary(
     ws, _ = await open_ws(comfyui_mock.url, cid)
     victim = await comfy.submit_ok(chain_prompt("intr/a", blurs=3), cid)
     follower = await comfy.submit_ok(save_prompt("intr/b", color=9), cid)
-    async with asyncio.timeout(5):
-        while True:
-            msg = json.loads(await ws.recv())
-            if msg["type"] == "executing" and msg["data"]["node"] == "10":
-                break
+    await wait_for_executing(ws, "10")
     await comfy.http.post("/interrupt", json={"prompt_id": follower})  # not running: ignored
     await comfy.http.post("/interrupt", json={"prompt_id": victim})
     sent = time.monotonic()

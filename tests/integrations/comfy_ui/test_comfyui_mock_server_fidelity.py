@@ -18,6 +18,7 @@ from mock_server_helpers import (
     read_until_done,
     shape,
     types,
+    wait_for_executing,
 )
 
 from comfyui_mock.handle import MockHandle
@@ -164,11 +165,7 @@ async def test_interrupted_run_keeps_the_real_shapes(
     cid = new_client_id()
     ws, _ = await open_ws(comfyui_mock.url, cid)
     prompt_id = await comfy.submit_ok(recorded["requests"][0]["prompt"], cid)
-    async with asyncio.timeout(5):
-        while True:
-            msg = json.loads(await ws.recv())
-            if msg["type"] == "executing" and msg["data"]["node"] == "10":
-                break
+    await wait_for_executing(ws, "10")
     assert (await comfy.http.post("/interrupt", json={"prompt_id": prompt_id})).status_code == 200
     stream = await read_until_done(ws, prompt_id)
     await ws.close()

@@ -15,6 +15,7 @@ from mock_server_helpers import (
     read_until_done,
     save_prompt,
     types,
+    wait_for_executing,
 )
 
 from comfyui_mock.handle import MockHandle
@@ -153,11 +154,7 @@ async def test_reconnect_mid_run_reports_current_node(
     cid = new_client_id()
     ws, _ = await open_ws(comfyui_mock.url, cid)
     prompt_id = await comfy.submit_ok(chain_prompt("ws/reconnect", blurs=1), cid)
-    async with asyncio.timeout(5):
-        while True:
-            msg = json.loads(await ws.recv())
-            if msg["type"] == "executing" and msg["data"]["node"] == "10":
-                break
+    await wait_for_executing(ws, "10")
     await ws.close()
     # Let the server drop the old socket first: its cleanup would otherwise unregister the
     # new socket sharing the id (the captured ComfyUI behaviour).
