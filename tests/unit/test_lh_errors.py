@@ -103,3 +103,14 @@ def test_prompt_id_is_stable_per_task_run() -> None:
     a = prompt_id_for("wf-1/task-guid-1")
     assert a == prompt_id_for("wf-1/task-guid-1") != prompt_id_for("wf-1/task-guid-2")
     assert len(a) == 36 and a[14] == "5"  # UUIDv5
+
+
+def test_worker_threads_default_to_the_in_flight_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from comfyui_worker.lh.worker import lh_config
+    from comfyui_worker.settings import Settings
+
+    monkeypatch.delenv("LHW_NUM_WORKER_THREADS", raising=False)
+    settings = Settings(_env_file=None, max_in_flight=3)  # type: ignore[call-arg]
+    assert lh_config(settings).num_worker_threads == 3
+    monkeypatch.setenv("LHW_NUM_WORKER_THREADS", "7")  # an explicit setting wins
+    assert lh_config(settings).num_worker_threads == 7

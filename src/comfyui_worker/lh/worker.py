@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 
 import grpc
 import littlehorse
 from littlehorse.config import LHConfig
-from littlehorse.model import TaskDef, TaskDefId
+from littlehorse.model import TaskDef, TaskDefId, VariableType
 from littlehorse.worker import LHTaskWorker
 
 from ..constants import TASK_NAME
@@ -36,8 +35,8 @@ def lh_config(settings: Settings) -> LHConfig:
     COMFYUI_MAX_IN_FLIGHT would only wait here while other GPUs idle, so it defaults to it.
     """
     config = LHConfig()
-    if os.environ.get(NUM_WORKER_THREADS) is None:
-        config.load({NUM_WORKER_THREADS: str(settings.max_in_flight)})
+    # load() layers the environment over what it is given: an explicit setting still wins.
+    config.load({NUM_WORKER_THREADS: str(settings.max_in_flight)})
     return config
 
 
@@ -60,8 +59,6 @@ def register(config: LHConfig, task: TaskFunction) -> str:
 
 
 def describe_task_def(task_def: TaskDef) -> str:
-    from littlehorse.model import VariableType
-
     inputs = ", ".join(
         f"{v.name}: {VariableType.Name(v.type_def.primitive_type)}" for v in task_def.input_vars
     )
