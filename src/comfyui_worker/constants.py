@@ -6,7 +6,13 @@ import uuid
 from enum import StrEnum
 
 TASK_NAME = "execute-comfyui-workflow"
-"""The LittleHorse TaskDef this worker registers and serves."""
+"""The LittleHorse TaskDef this worker registers and serves: `(workflow) -> result`."""
+
+JOB_TASK_NAME = "run-comfyui-job"
+"""The job-envelope TaskDef: `(job) -> result` (inputs, output delivery, templates)."""
+
+TEMPLATE_TASK_NAME = "run-comfyui-template"
+"""The named-template TaskDef: `(template, params) -> result`."""
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8188"
 
@@ -39,6 +45,14 @@ class ExceptionName(StrEnum):
     MISSING_NODE = "comfyui-missing-node"
     EXECUTION_ERROR = "comfyui-execution-error"
     UNSAFE_OUTPUT_PATH = "comfyui-unsafe-output-path"
+    OUTPUT_TOO_LARGE = "comfyui-output-too-large"
+    OUTPUT_MISSING = "comfyui-output-missing"
+    INVALID_JOB = "comfyui-invalid-job"
+    INVALID_INPUT = "comfyui-invalid-input"
+    OUTPUT_STORE_DENIED = "comfyui-output-store-denied"
+    UNKNOWN_TEMPLATE = "comfyui-unknown-template"
+    INVALID_PARAMS = "comfyui-invalid-params"
+    BROKEN_TEMPLATE = "comfyui-broken-template"
 
 
 PROMPT_ID_NAMESPACE = uuid.UUID("6f1c2a53-2f4e-5b7a-9c1d-3e8f0a4b5c6d")
