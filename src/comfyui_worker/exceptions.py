@@ -12,10 +12,18 @@
     │   ├── ExecutionInterrupted .... the prompt was interrupted (execution_interrupted)
     │   └── PromptLostError ......... the prompt vanished from queue and history (restart)
     ├── JobTimeoutError ............. the job deadline passed (also a `TimeoutError`)
+    ├── InvalidJobError ............. the job envelope is malformed (unknown key, both/neither...)
+    ├── UnknownTemplateError ........ the job names a template that does not exist (or none set up)
+    ├── InputError .................. an input file of the job cannot be provided
+    │   ├── InvalidInputError ....... ... because of the input itself (bad base64, refused URL...)
+    │   └── InputFetchError ......... ... because its source failed (unreachable, 5xx): retryable
     └── OutputError ................. the history's outputs cannot be turned into results
-        └── UnsafeOutputPathError ... a filename/subfolder escapes its directory
+        ├── UnsafeOutputPathError ... a filename/subfolder escapes its directory
+        ├── OutputTooLargeError ..... the result would carry more than LittleHorse may store
+        └── OutputStoreError ........ the output store failed (unreachable, 5xx): retryable
+            └── OutputStoreDeniedError  ... it refused our credentials, or the bucket is missing
 
-Which of these retrying cannot fix (bad input, validation, execution, unsafe paths) is decided
+Which of these retrying cannot fix (bad input, validation, execution, unsafe paths...) is decided
 in one place, `lh.errors`, where they become named LittleHorse business exceptions.
 """
 
@@ -209,3 +217,68 @@ class UnsafeOutputPathError(OutputError):
             "filename": self.filename,
             "subfolder": self.subfolder,
         }
+
+
+class InvalidJobError(ComfyUIWorkerError):
+    """The `run-comfyui-job` envelope is not valid; `errors` lists each field's problem."""
+
+    def __init__(self, message: str, *, errors: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
+    def details(self) -> dict[str, Any]:
+        return {"message": str(self), "errors": self.errors}
+
+
+class UnknownTemplateError(ComfyUIWorkerError):
+    def __init__(self, message: str, *, template: str) -> None:
+        super().__init__(message)
+        self.template = template
+
+    def details(self) -> dict[str, Any]:
+        return {"message": str(self), "template": self.template}
+
+
+class InputError(ComfyUIWorkerError):
+    """One input file of a job; `input_name` is its key in the envelope's `inputs`."""
+
+    def __init__(self, message: str, *, input_name: str, rule: str) -> None:
+        super().__init__(f"input {input_name!r}: {message}")
+        self.input_name = input_name
+        self.rule = rule
+
+    def details(self) -> dict[str, Any]:
+        return {"message": str(self), "input": self.input_name, "rule": self.rule}
+
+
+class InvalidInputError(InputError):
+    """The input can never be used (bad base64, empty, refused URL, over the size cap, 404)."""
+
+
+class InputFetchError(InputError):
+    """The input's source failed in a way a later attempt may not (unreachable, 5xx)."""
+
+
+class OutputTooLargeError(OutputError):
+    def __init__(self, message: str, *, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+    def details(self) -> dict[str, Any]:
+        return {"message": str(self), "size": self.size, "limit": self.limit}
+
+
+class OutputStoreError(OutputError):
+    """Delivering outputs to the object store failed; retrying may succeed."""
+
+    def __init__(self, message: str, *, bucket: str) -> None:
+        super().__init__(message)
+        self.bucket = bucket
+
+    def details(self) -> dict[str, Any]:
+        return {"message": str(self), "bucket": self.bucket}
+
+
+class OutputStoreDeniedError(OutputStoreError):
+    """The store refused our credentials or has no such bucket: no retry can fix that."""

@@ -12,15 +12,22 @@ from comfyui_worker.constants import ExceptionName
 from comfyui_worker.exceptions import (
     ExecutionError,
     ExecutionInterrupted,
+    InputFetchError,
+    InvalidInputError,
+    InvalidJobError,
     InvalidWorkflowError,
     JobTimeoutError,
     MissingNodeError,
     NodeError,
     NodeInputError,
+    OutputStoreDeniedError,
+    OutputStoreError,
+    OutputTooLargeError,
     PromptLostError,
     PromptValidationError,
     ServerError,
     TransportError,
+    UnknownTemplateError,
     UnsafeOutputPathError,
 )
 from comfyui_worker.lh.errors import business_name, to_lh_exception
@@ -62,6 +69,17 @@ CASES: list[tuple[Exception, ExceptionName]] = [
         UnsafeOutputPathError("bad", node_id="9", filename="../x", subfolder=""),
         ExceptionName.UNSAFE_OUTPUT_PATH,
     ),
+    (InvalidJobError("invalid job: foo: unknown key"), ExceptionName.INVALID_JOB),
+    (UnknownTemplateError("no template 'x'", template="x"), ExceptionName.UNKNOWN_TEMPLATE),
+    (
+        InvalidInputError("not valid base64", input_name="photo.png", rule="base64"),
+        ExceptionName.INVALID_INPUT,
+    ),
+    (OutputTooLargeError("too big", size=10, limit=5), ExceptionName.OUTPUT_TOO_LARGE),
+    (
+        OutputStoreDeniedError("bucket 'b' does not exist", bucket="b"),
+        ExceptionName.OUTPUT_STORE_DENIED,
+    ),
 ]
 
 
@@ -93,6 +111,8 @@ def test_content_names_the_node() -> None:
         PromptLostError("p"),
         ExecutionInterrupted(prompt_id="p"),
         JobTimeoutError("p", 5),
+        InputFetchError("HTTP 503", input_name="m.png", rule="fetch"),
+        OutputStoreError("store unreachable", bucket="b"),
     ],
 )
 def test_technical_failures_stay_retryable(exc: Exception) -> None:
@@ -114,3 +134,13 @@ def test_worker_threads_default_to_the_in_flight_limit(monkeypatch: pytest.Monke
     assert lh_config(settings).num_worker_threads == 3
     monkeypatch.setenv("LHW_NUM_WORKER_THREADS", "7")  # an explicit setting wins
     assert lh_config(settings).num_worker_threads == 7
+
+
+def test_input_errors_name_the_input_and_the_rule() -> None:
+    exc = InvalidInputError("not valid base64", input_name="photo.png", rule="base64")
+    content = extract_value(to_lh_exception(exc, ExceptionName.INVALID_INPUT).content)
+    assert content == {
+        "message": "input 'photo.png': not valid base64",
+        "input": "photo.png",
+        "rule": "base64",
+    }

@@ -15,9 +15,14 @@ from ..constants import ExceptionName
 from ..exceptions import (
     ComfyUIWorkerError,
     ExecutionError,
+    InvalidInputError,
+    InvalidJobError,
     InvalidWorkflowError,
     MissingNodeError,
+    OutputStoreDeniedError,
+    OutputTooLargeError,
     PromptValidationError,
+    UnknownTemplateError,
     UnsafeOutputPathError,
 )
 
@@ -28,6 +33,11 @@ BUSINESS_EXCEPTIONS: tuple[tuple[type[ComfyUIWorkerError], ExceptionName], ...] 
     (PromptValidationError, ExceptionName.VALIDATION_ERROR),
     (ExecutionError, ExceptionName.EXECUTION_ERROR),
     (UnsafeOutputPathError, ExceptionName.UNSAFE_OUTPUT_PATH),
+    (InvalidJobError, ExceptionName.INVALID_JOB),
+    (UnknownTemplateError, ExceptionName.UNKNOWN_TEMPLATE),
+    (InvalidInputError, ExceptionName.INVALID_INPUT),
+    (OutputTooLargeError, ExceptionName.OUTPUT_TOO_LARGE),
+    (OutputStoreDeniedError, ExceptionName.OUTPUT_STORE_DENIED),
 )
 
 

@@ -1,0 +1,160 @@
+"""The job envelope of `run-comfyui-job`: pydantic models and their JSON Schema, nothing else.
+
+    {"workflow": {...} | "template": "name", "params": {...},
+     "inputs": {"photo.png": {"base64": "..."} | {"url": "https://..."} | {"uri": "s3://..."}},
+     "output": {"mode": "store", "presign_seconds": 3600}}
+
+It grows by new optional keys, so a caller's envelope keeps its meaning as features arrive;
+unknown keys are refused, so a typo never silently drops what the caller meant.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .exceptions import InvalidJobError
+
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+"""S3's limit for a SigV4-presigned URL."""
+
+
+class OutputMode(StrEnum):
+    """How output files reach the caller."""
+
+    PATH = "path"  # paths on ComfyUI's volume, as mounted here
+    BASE64 = "base64"  # inline in the result, for small outputs
+    STORE = "store"  # uploaded to COMFYUI_OUTPUT_STORE, the result says where
+
+
+class InputSource(BaseModel):
+    """One input file: exactly one of `base64`, `url` or `uri`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "oneOf": [{"required": ["base64"]}, {"required": ["url"]}, {"required": ["uri"]}]
+        },
+    )
+
+    base64: str | None = Field(
+        default=None,
+        description="The file's bytes, base64; a `data:<mime>;base64,` prefix is allowed",
+    )
+    url: str | None = Field(default=None, description="An http(s) URL the worker downloads")
+    uri: str | None = Field(
+        default=None, description="An object-store URI (s3://bucket/key, gs://..., az://...)"
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> InputSource:
+        given = [name for name in ("base64", "url", "uri") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "an input needs exactly one of base64, url or uri"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        """Which source this is: "base64", "url" or "uri"."""
+        return "base64" if self.base64 is not None else "url" if self.url is not None else "uri"
+
+
+class OutputSpec(BaseModel):
+    """How this job's outputs are delivered; unset fields take the deployment's defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: OutputMode | None = Field(
+        default=None, description="path | base64 | store; default COMFYUI_OUTPUT_MODE"
+    )
+    presign_seconds: int | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_PRESIGN_SECONDS,
+        description="store mode: also return presigned GET URLs valid this long",
+    )
+
+
+class Job(BaseModel):
+    """The `run-comfyui-job` envelope: exactly one of `workflow` or `template` (+ `params`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="ComfyUIJob")
+
+    workflow: dict[str, Any] | None = Field(
+        default=None, description="A ComfyUI workflow in API format"
+    )
+    template: str | None = Field(
+        default=None, min_length=1, description="Name of a template (COMFYUI_TEMPLATES_DIR)"
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="The template's parameters (template jobs only)"
+    )
+    inputs: dict[str, InputSource] = Field(
+        default_factory=dict,
+        description="Files to upload to ComfyUI, by the name the workflow refers to them with",
+    )
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @model_validator(mode="after")
+    def _workflow_or_template(self) -> Job:
+        if (self.workflow is None) == (self.template is None):
+            raise ValueError(
+                "a job needs exactly one of workflow or template"
+                + (" (got both)" if self.workflow is not None else " (got neither)")
+            )
+        if self.params and self.template is None:
+            raise ValueError("params are only for template jobs")
+        return self
+
+
+class BoundTemplate(Protocol):
+    workflow: dict[str, Any]  # the bound copy, ready for input rewriting
+    params: dict[str, Any]  # effective parameters (defaults, drawn seeds): returned as "params"
+    inputs: dict[str, InputSource]  # image parameters, uploaded like job inputs
+
+
+class TemplateBinder(Protocol):
+    async def bind(self, name: str, params: dict[str, Any]) -> BoundTemplate: ...
+
+
+def parse_job(value: object) -> Job:
+    """The envelope from the task's JSON_OBJ (or the CLI's file); raises InvalidJobError."""
+    if isinstance(value, str | bytes):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise InvalidJobError(f"the job is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidJobError(f"the job must be a JSON object, got {type(value).__name__}")
+    try:
+        return Job.model_validate(value)
+    except ValidationError as exc:
+        raise InvalidJobError(
+            "invalid job: " + "; ".join(_describe(e) for e in exc.errors()),
+            errors=[{"field": _loc(e), "message": e["msg"]} for e in exc.errors()],
+        ) from exc
+
+
+def job_json_schema() -> dict[str, Any]:
+    """The envelope's JSON Schema (`comfyui-worker schema job`)."""
+    schema = Job.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
+
+
+def _loc(error: Any) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "(job)"
+
+
+def _describe(error: Any) -> str:
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"{_loc(error)}: {msg}"
