@@ -16,6 +16,15 @@ TEMPLATE_TASK_NAME = "run-comfyui-template"
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8188"
 
+DEFAULT_RETRYABLE_EXECUTION_ERRORS: tuple[str, ...] = (
+    "torch.OutOfMemoryError",
+    "torch.cuda.OutOfMemoryError",
+    "out of memory",
+    "Allocation on device",
+)
+"""Substrings (case-insensitive) of an `execution_error`'s exception type or message that
+another attempt can fix: CUDA/torch out-of-memory, which depends on what else holds the GPU."""
+
 
 class JobStatus(StrEnum):
     """Outcome of one ComfyUI job, as it appears in the result dict."""

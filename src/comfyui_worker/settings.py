@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import AliasChoices, AnyHttpUrl, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .constants import DEFAULT_BASE_URL, CompletionMode
+from .constants import DEFAULT_BASE_URL, DEFAULT_RETRYABLE_EXECUTION_ERRORS, CompletionMode
 
 
 class Settings(BaseSettings):
@@ -62,6 +64,26 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest accepted workflow JSON; LittleHorse records stop near 1 MB",
     )
+
+    retryable_execution_errors: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=DEFAULT_RETRYABLE_EXECUTION_ERRORS,
+        description="Substrings of an execution error's type or message that make it retryable",
+    )
+
+    @field_validator("retryable_execution_errors", mode="before")
+    @classmethod
+    def _split_patterns(cls, value: object) -> object:
+        # Comma-separated in the environment; a JSON array is accepted too.
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"COMFYUI_RETRYABLE_EXECUTION_ERRORS is not a valid JSON array: {exc}"
+                ) from exc
+        return tuple(part.strip() for part in value.split(",") if part.strip())
 
     @field_validator("base_url", mode="before")
     @classmethod

@@ -125,15 +125,32 @@ async def test_missing_node_is_named(worker: Worker, fake: FakeLittleHorse) -> N
 async def test_execution_error_names_the_node(
     worker: Worker, fake: FakeLittleHorse, comfyui_mock: MockHandle
 ) -> None:
-    comfyui_mock.fail_node(
-        "2", message="CUDA out of memory", exception_type="torch.OutOfMemoryError"
-    )
+    comfyui_mock.fail_node("2", message="image has 5 channels", exception_type="ValueError")
     report = await run_task(fake, WORKFLOW)
     assert report.exception_name == "comfyui-execution-error"
     content = report.exception_content
     assert (content["node_id"], content["node_type"]) == ("2", "ImageInvert")
-    assert content["exception_type"] == "torch.OutOfMemoryError"
-    assert "CUDA out of memory" in content["exception_message"]
+    assert content["exception_type"] == "ValueError"
+    assert "image has 5 channels" in content["exception_message"]
+
+
+async def test_out_of_memory_is_a_retryable_failure_and_the_retry_runs_again(
+    worker: Worker, fake: FakeLittleHorse, comfyui_mock: MockHandle
+) -> None:
+    comfyui_mock.fail_node(
+        "2",
+        message="CUDA out of memory. Tried to allocate 2.00 GiB",
+        exception_type="torch.OutOfMemoryError",
+    )
+    run_id = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW}, task_guid="guid-oom")
+    report = decode_report(await fake.await_report(run_id, timeout=15))
+    assert report.status == "TASK_FAILED" and report.exception_name is None
+    assert "torch.OutOfMemoryError" in (report.error_message or "")
+    # The next attempt (same prompt id) is not served the failed entry: it runs again.
+    fake.retry_task(run_id)
+    retry = decode_report(await fake.await_report(run_id, timeout=15))
+    assert retry.status == "TASK_SUCCESS", retry.error_message
+    assert comfyui_mock.executions(prompt_id_for("guid-oom")) == 2
 
 
 @pytest.mark.parametrize(

@@ -59,8 +59,8 @@ CASES: list[tuple[Exception, ExceptionName]] = [
             prompt_id="p",
             node_id="3",
             node_type="KSampler",
-            exception_type="torch.OutOfMemoryError",
-            exception_message="CUDA OOM",
+            exception_type="RuntimeError",
+            exception_message="mat1 and mat2 shapes cannot be multiplied",
             traceback=[f"frame {i}" for i in range(20)],
         ),
         ExceptionName.EXECUTION_ERROR,
@@ -117,6 +117,39 @@ def test_content_names_the_node() -> None:
 )
 def test_technical_failures_stay_retryable(exc: Exception) -> None:
     assert business_name(exc) is None
+
+
+def oom(exception_type: str, message: str) -> ExecutionError:
+    return ExecutionError(
+        prompt_id="p",
+        node_id="3",
+        node_type="KSampler",
+        exception_type=exception_type,
+        exception_message=message,
+    )
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        oom("torch.OutOfMemoryError", "CUDA out of memory. Tried to allocate 2.00 GiB"),
+        oom("torch.cuda.OutOfMemoryError", "CUDA out of memory."),
+        oom("RuntimeError", "CUDA error: out of memory"),
+        oom("RuntimeError", "Allocation on device 0 would exceed allowed memory. (out of memory)"),
+        oom("RuntimeError", "ALLOCATION ON DEVICE failed"),
+    ],
+)
+def test_out_of_memory_execution_errors_are_retryable_by_default(exc: ExecutionError) -> None:
+    assert business_name(exc) is None
+
+
+def test_retryable_execution_errors_follow_the_configured_patterns() -> None:
+    exc = oom("RuntimeError", "CUDA error: device-side assert triggered")
+    assert business_name(exc) is ExceptionName.EXECUTION_ERROR
+    assert business_name(exc, retryable_execution_errors=("device-side assert",)) is None
+    # With no patterns every execution error is business, out-of-memory included.
+    cuda = oom("torch.OutOfMemoryError", "CUDA out of memory")
+    assert business_name(cuda, retryable_execution_errors=()) is ExceptionName.EXECUTION_ERROR
 
 
 def test_prompt_id_is_stable_per_task_run() -> None:

@@ -57,3 +57,16 @@ def test_env_example_documents_every_setting() -> None:
     example = (Path(__file__).parents[2] / ".env.example").read_text()
     for name in Settings.model_fields:
         assert f"COMFYUI_{name.upper()}=" in example, name
+
+
+def test_retryable_execution_errors_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "out of memory" in Settings(_env_file=None).retryable_execution_errors
+    monkeypatch.setenv("COMFYUI_RETRYABLE_EXECUTION_ERRORS", "out of memory, cuDNN error ,")
+    assert Settings(_env_file=None).retryable_execution_errors == ("out of memory", "cuDNN error")
+    monkeypatch.setenv("COMFYUI_RETRYABLE_EXECUTION_ERRORS", '["a, b", "c"]')
+    assert Settings(_env_file=None).retryable_execution_errors == ("a, b", "c")
+    monkeypatch.setenv("COMFYUI_RETRYABLE_EXECUTION_ERRORS", "")
+    assert Settings(_env_file=None).retryable_execution_errors == ()
+    monkeypatch.setenv("COMFYUI_RETRYABLE_EXECUTION_ERRORS", "[oops")
+    with pytest.raises(ValidationError, match="COMFYUI_RETRYABLE_EXECUTION_ERRORS"):
+        Settings(_env_file=None)

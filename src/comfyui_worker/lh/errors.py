@@ -3,15 +3,19 @@
 LittleHorse never retries an `LHTaskException` (TASK_EXCEPTION) and retries every other
 failure (TASK_FAILED) by the WfSpec's policy. So: what the same input can never fix gets a
 name here; everything else (ComfyUI unreachable, 5xx after retries, lost prompt, interrupted,
-deadline, cancelled by shutdown) stays a plain exception and is retried.
+deadline, cancelled by shutdown) stays a plain exception and is retried. An `execution_error`
+is business unless it matches a retryable pattern (COMFYUI_RETRYABLE_EXECUTION_ERRORS, by
+default CUDA/torch out-of-memory): another attempt, later or on another GPU, can succeed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from littlehorse import to_variable_value
 from littlehorse.exceptions import LHTaskException
 
-from ..constants import ExceptionName
+from ..constants import DEFAULT_RETRYABLE_EXECUTION_ERRORS, ExceptionName
 from ..exceptions import (
     ComfyUIWorkerError,
     ExecutionError,
@@ -41,11 +45,27 @@ BUSINESS_EXCEPTIONS: tuple[tuple[type[ComfyUIWorkerError], ExceptionName], ...] 
 )
 
 
-def business_name(exc: BaseException) -> ExceptionName | None:
+def business_name(
+    exc: BaseException,
+    *,
+    retryable_execution_errors: Sequence[str] = DEFAULT_RETRYABLE_EXECUTION_ERRORS,
+) -> ExceptionName | None:
+    """The business-exception name for `exc`, or None when LittleHorse should retry it.
+
+    Pass `Settings.retryable_execution_errors` so the configured patterns apply.
+    """
+    if isinstance(exc, ExecutionError) and is_transient(exc, retryable_execution_errors):
+        return None
     for cls, name in BUSINESS_EXCEPTIONS:
         if isinstance(exc, cls):
             return name
     return None
+
+
+def is_transient(exc: ExecutionError, patterns: Sequence[str]) -> bool:
+    """Whether a node's failure is one another attempt can fix (e.g. out of GPU memory)."""
+    text = f"{exc.exception_type}: {exc.exception_message}".casefold()
+    return any(pattern.casefold() in text for pattern in patterns if pattern)
 
 
 def to_lh_exception(exc: ComfyUIWorkerError, name: ExceptionName) -> LHTaskException:

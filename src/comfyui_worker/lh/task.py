@@ -52,7 +52,10 @@ def make_task_function(executor: Executor) -> TaskFunction:
             result = await executor.run(workflow, prompt_id=prompt_id, observer=TaskObserver(ctx))
         except ComfyUIWorkerError as exc:
             ctx.log(f"failed: {exc}")
-            if (name := business_name(exc)) is not None:
+            name = business_name(
+                exc, retryable_execution_errors=executor.settings.retryable_execution_errors
+            )
+            if name is not None:
                 raise to_lh_exception(exc, name) from exc
             raise
         return result.to_dict()
