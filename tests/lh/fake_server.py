@@ -223,6 +223,7 @@ class FakeLittleHorse:
         )
         self._scheduled: dict[TaskRunKey, list[ScheduledTask]] = {}
         self._reports: list[ReportTaskRun] = []
+        self._report_times: dict[tuple[TaskRunKey, int], float] = {}
         self._registrations: list[RegisterTaskWorkerRequest] = []
         self._streams: list[_PollStream] = []
         self._in_flight: set[tuple[TaskRunKey, int]] = set()
@@ -451,6 +452,12 @@ class FakeLittleHorse:
             self.wait_report, task_run_id, attempt_number=attempt_number, timeout=timeout
         )
 
+    def reported_at(self, task_run_id: TaskRunId, attempt_number: int = 0) -> float | None:
+        """Wall-clock time (`time.time()`) the first report of that attempt arrived, if any:
+        the end of a dispatch-to-report measurement, taken on the server's own thread."""
+        with self._cond:
+            return self._report_times.get((task_run_key(task_run_id), attempt_number))
+
     def pollers(self, task_def_name: str) -> int:
         """Open PollTask streams that have asked for `task_def_name`."""
         with self._cond:
@@ -576,6 +583,9 @@ class FakeLittleHorse:
     def _report_task(self, request: ReportTaskRun) -> Empty:
         with self._cond:
             self._reports.append(request)
+            self._report_times.setdefault(
+                (task_run_key(request.task_run_id), request.attempt_number), time.time()
+            )
             self._in_flight.discard((task_run_key(request.task_run_id), request.attempt_number))
             self._cond.notify_all()
         return Empty()

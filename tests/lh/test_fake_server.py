@@ -61,10 +61,16 @@ async def test_success_reports_output_and_log(fake: FakeLittleHorse) -> None:
     config = fake.config(num_worker_threads=2)
     littlehorse.create_task_def(greet, "greet", config)
     async with running_worker(fake, LHTaskWorker(greet, "greet", config), "greet"):
+        scheduled_at = time.time()
         run_id = fake.schedule_task("greet", {"name": "ada"})
+        assert fake.reported_at(run_id) is None
         report = decode_report(await fake.await_report(run_id))
+        received_at = time.time()
 
     assert report.status == "TASK_SUCCESS"
+    reported_at = fake.reported_at(run_id)
+    assert reported_at is not None and scheduled_at <= reported_at <= received_at
+    assert fake.reported_at(run_id, attempt_number=1) is None
     assert report.output == "hello ada"
     assert report.attempt_number == 0
     assert report.task_run_id == run_id

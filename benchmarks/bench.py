@@ -1,0 +1,178 @@
+"""Benchmark comfyui-worker against the bundled mock ComfyUI or your own.
+
+    uv run python benchmarks/bench.py
+    uv run python benchmarks/bench.py --comfyui-url http://127.0.0.1:8188 \\
+        --output-dir ~/ComfyUI/output --temp-dir ~/ComfyUI/temp
+
+Prints one Markdown table: the minimal client (the floor), the Executor in websocket and poll
+mode and one task through a real `comfyui-worker serve` under a fake LittleHorse server, all
+in the same rounds; burst throughput through LittleHorse against prompts posted straight to
+ComfyUI; how long after ComfyUI's execution_success each has the result; the idle gap
+between jobs in ComfyUI; and serve's idle memory and CPU. Jobs are tiny and model-free
+(EmptyImage -> PreviewImage), so what is measured is the overhead around ComfyUI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchkit.comfy import Target, http_client, mock_comfyui
+from benchkit.phases import Bursts, Latencies, bursts, latencies
+from benchkit.serve import idle_usage, serve_process
+from benchkit.table import Row, median, overhead, render, sample_row
+
+DEFAULT_IN_FLIGHT = 2  # COMFYUI_MAX_IN_FLIGHT's default
+SHORT_JOBS_IN_FLIGHT = 4  # what the README recommends for many short jobs
+# A real ComfyUI v0.3.64 on CPU runs the tiny job in 5-8 ms (POST to execution_success).
+MOCK_JOB_SECONDS = 0.005
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--comfyui-url", help="your ComfyUI (default: start the bundled mock)")
+    parser.add_argument("--output-dir", type=Path, help="its output folder as seen from here")
+    parser.add_argument("--temp-dir", type=Path, help="its temp folder as seen from here")
+    parser.add_argument(
+        "--mock-job-seconds",
+        type=float,
+        default=MOCK_JOB_SECONDS,
+        help=f"how long each job takes the mock (default {MOCK_JOB_SECONDS}: a real ComfyUI's "
+        "time for the tiny job on CPU)",
+    )
+    parser.add_argument("--rounds", type=int, default=30, help="latency rounds (default 30)")
+    parser.add_argument("--warmup", type=int, default=3, help="rounds not counted (default 3)")
+    parser.add_argument("--burst", type=int, default=40, help="jobs per burst (default 40)")
+    parser.add_argument("--burst-rounds", type=int, default=3, help="bursts each (default 3)")
+    parser.add_argument(
+        "--short-jobs-in-flight",
+        type=int,
+        default=SHORT_JOBS_IN_FLIGHT,
+        help=f"COMFYUI_MAX_IN_FLIGHT for the short-jobs burst (default {SHORT_JOBS_IN_FLIGHT})",
+    )
+    parser.add_argument(
+        "--idle-seconds", type=float, default=10, help="serve idle sampling (default 10)"
+    )
+    parser.add_argument(
+        "--time-limit", type=float, default=600, help="give up after this many seconds"
+    )
+    args = parser.parse_args(argv)
+    given = [args.comfyui_url, args.output_dir, args.temp_dir]
+    if any(given) and not all(given):
+        parser.error("--comfyui-url, --output-dir and --temp-dir go together")
+    if min(args.rounds, args.burst, args.burst_rounds) < 1 or args.warmup < 0:
+        parser.error("--rounds, --burst and --burst-rounds must be at least 1")
+    return args
+
+
+async def bench(args: argparse.Namespace) -> list[Row]:
+    async with contextlib.AsyncExitStack() as stack:
+        if args.comfyui_url:
+            target = Target(args.comfyui_url.rstrip("/"), args.output_dir, args.temp_dir)
+        else:
+            target = await stack.enter_async_context(mock_comfyui(args.mock_job_seconds))
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-serve-")))
+        http = await stack.enter_async_context(http_client(target))
+        burst_by_limit: dict[int, Bursts] = {}
+        async with serve_process(target, DEFAULT_IN_FLIGHT, workdir) as serve:
+            rss, cpu = await idle_usage(serve.pid, args.idle_seconds)
+            lat = await latencies(http, target, serve, rounds=args.rounds, warmup=args.warmup)
+            burst_by_limit[DEFAULT_IN_FLIGHT] = await bursts(
+                http, target, serve, count=args.burst, rounds=args.burst_rounds
+            )
+        for limit in sorted({1, args.short_jobs_in_flight} - {DEFAULT_IN_FLIGHT}):
+            async with serve_process(target, limit, workdir) as serve:
+                burst_by_limit[limit] = await bursts(
+                    http, target, serve, count=args.burst, rounds=args.burst_rounds
+                )
+    return (
+        latency_rows(lat)
+        + burst_rows(burst_by_limit, args.burst)
+        + [
+            sample_row("serve idle RSS", rss, "MB"),
+            Row(f"serve idle CPU over {args.idle_seconds:g} s", 1, cpu, None, "% of a core"),
+        ]
+    )
+
+
+def latency_rows(lat: Latencies) -> list[Row]:
+    floor = lat.ms["floor"]
+    names = {
+        "floor": "minimal client: fresh ws + POST + wait + GET history",
+        "websocket": "Executor, websocket mode",
+        "poll": "Executor, poll mode (default 0.25 s interval)",
+        "serve": "one task through serve + LittleHorse, dispatch to report",
+    }
+    rows = [
+        sample_row(
+            name, lat.ms[kind], "ms", "" if kind == "floor" else overhead(lat.ms[kind], floor)
+        )
+        for kind, name in names.items()
+    ]
+    detection = {
+        "floor": "minimal client has it",
+        "websocket": "Executor (websocket) has it",
+        "poll": "Executor (poll) has it",
+        "serve": "LittleHorse has serve's report",
+    }
+    rows += [
+        sample_row(f"execution_success -> {name}", lat.detection[kind], "ms")
+        for kind, name in detection.items()
+    ]
+    return rows
+
+
+def burst_rows(by_limit: dict[int, Bursts], count: int) -> list[Row]:
+    direct = [rate for b in by_limit.values() for rate in b.direct]
+    rows = [sample_row(f"burst of {count} posted straight to ComfyUI", direct, "jobs/s")]
+    for limit, b in sorted(by_limit.items()):
+        share = median(b.worker) / median(b.direct) * 100
+        rows.append(
+            sample_row(
+                f"burst of {count} via LittleHorse, COMFYUI_MAX_IN_FLIGHT={limit}",
+                b.worker,
+                "jobs/s",
+                f"{share:.0f} % of straight to ComfyUI",
+            )
+        )
+    gaps = [gap for b in by_limit.values() for gap in b.direct_gaps]
+    rows.append(sample_row("ComfyUI idle between jobs, all queued up front", gaps, "ms"))
+    rows += [
+        sample_row(f"ComfyUI idle between jobs, via serve, {limit} in flight", b.worker_gaps, "ms")
+        for limit, b in sorted(by_limit.items())
+        if limit <= DEFAULT_IN_FLIGHT
+    ]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+
+    async def bounded() -> list[Row]:
+        async with asyncio.timeout(args.time_limit):
+            return await bench(args)
+
+    try:
+        rows = asyncio.run(bounded())
+    except TimeoutError:
+        print(f"bench.py: gave up after {args.time_limit:g} s", file=sys.stderr)
+        return 1
+    print(render(rows))
+    print(
+        f"\n{platform.python_implementation()} {platform.python_version()}, "
+        f"{time.monotonic() - started:.0f} s",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
