@@ -13,10 +13,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .exceptions import ComfyUIWorkerError
+from .exceptions import ComfyUIWorkerError, ConfigurationError
 from .execution import Executor
 from .settings import Settings
 from .workflow import load_workflow_file
+
+# The folders results point into: they must exist here before any job runs.
+RESULT_DIRS = ("output_dir", "temp_dir")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +66,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         if args.mock:
             result = _run_with_mock(workflow, args.prompt_id, settings)
         else:
+            settings.check_dirs(*RESULT_DIRS)
             result = asyncio.run(run_once(workflow, settings, prompt_id=args.prompt_id))
     except ComfyUIWorkerError as exc:
         return _fail(f"{type(exc).__name__}: {exc}")
@@ -104,12 +108,12 @@ def _run_with_mock(
 
 def _register(settings: Settings) -> int:
     from .lh.task import make_task_function
-    from .lh.worker import TaskDefConflictError, lh_config, register
+    from .lh.worker import TaskDefError, lh_config, register
 
     try:
         # The Executor only lends the task function its signature; it opens no connection.
         print(register(lh_config(settings), make_task_function(Executor(settings))))
-    except TaskDefConflictError as exc:
+    except TaskDefError as exc:
         return _fail(str(exc))
     except Exception as exc:  # grpc errors: unreachable server, auth
         return _fail(f"cannot register the TaskDef: {exc}")
@@ -119,12 +123,16 @@ def _register(settings: Settings) -> int:
 def _serve(settings: Settings) -> int:
     import grpc
 
-    from .lh.worker import TaskDefConflictError, serve
+    from .lh.worker import TaskDefError, serve
 
     try:
+        # Paths under a folder that is not mounted here would be useless to every task.
+        settings.check_dirs(*RESULT_DIRS)
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve(settings))
-    except TaskDefConflictError as exc:
+    except ConfigurationError as exc:
+        return _fail(str(exc))
+    except TaskDefError as exc:
         return _fail(str(exc))
     except grpc.RpcError as exc:  # LittleHorse unreachable or refusing us: let the supervisor retry
         return _fail(f"LittleHorse: {exc.code().name}: {exc.details()}")

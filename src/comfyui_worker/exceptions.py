@@ -1,6 +1,7 @@
 """The worker's exceptions, one hierarchy so callers catch at the right level.
 
     ComfyUIWorkerError
+    ├── ConfigurationError .......... a setting cannot work here (e.g. a folder not mounted)
     ├── InvalidWorkflowError ........ the workflow we were given cannot be run (bad input)
     ├── ComfyUIError ................ something about the ComfyUI server or the job on it
     │   ├── TransportError .......... unreachable / timed out, after retries
@@ -39,6 +40,10 @@ class ComfyUIWorkerError(Exception):
     def details(self) -> dict[str, Any]:
         """Structured, JSON-serialisable description (LHTaskException content)."""
         return {"message": str(self)}
+
+
+class ConfigurationError(ComfyUIWorkerError):
+    pass
 
 
 class InvalidWorkflowError(ComfyUIWorkerError):

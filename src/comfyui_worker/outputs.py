@@ -118,9 +118,11 @@ def _resolve(node_id: str, key: str, item: dict[str, Any], dirs: OutputDirs) -> 
             raise reject(f"{part_name} is an absolute path")
         if ".." in re.split(r"[\\/]", value):
             raise reject(f"{part_name} contains '..'")
+    # Safety is judged on the resolved path; the path handed out keeps the configured folder,
+    # which is what other tasks mount (the folder itself is often a symlink to a volume).
     root = Path(os.path.realpath(base))
-    path = Path(os.path.realpath(root / subfolder / filename))
-    if not path.is_relative_to(root):
+    resolved = Path(os.path.realpath(root / subfolder / filename))
+    if not resolved.is_relative_to(root):
         raise reject(f"it resolves outside the {item_type} directory {root}")
     return OutputFile(
         node_id=node_id,
@@ -128,5 +130,5 @@ def _resolve(node_id: str, key: str, item: dict[str, Any], dirs: OutputDirs) -> 
         filename=filename,
         subfolder=subfolder,
         type=item_type,
-        path=str(path),
+        path=os.path.join(os.path.abspath(base), subfolder, filename),
     )

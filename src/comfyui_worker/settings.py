@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, AnyHttpUrl, Field, field_validator
+from dotenv import dotenv_values
+from pydantic import AliasChoices, AnyHttpUrl, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .constants import DEFAULT_BASE_URL, DEFAULT_RETRYABLE_EXECUTION_ERRORS, CompletionMode
+from .exceptions import ConfigurationError
+
+LH_SETTING_PREFIXES = ("LHC_", "LHW_")
 
 
 class Settings(BaseSettings):
@@ -24,10 +29,11 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    # `Settings(comfyui_base_url=...)` and the env var COMFYUI_BASE_URL both land here.
+    # Only COMFYUI_BASE_URL (env or .env) and the keywords `comfyui_base_url=`/`base_url=`
+    # set this: an alias without the prefix would let any BASE_URL variable redirect us.
     base_url: AnyHttpUrl = Field(
         default=AnyHttpUrl(DEFAULT_BASE_URL),
-        validation_alias=AliasChoices("comfyui_base_url", "base_url"),
+        validation_alias=AliasChoices("comfyui_base_url"),
         description="ComfyUI server root, e.g. http://127.0.0.1:8188",
     )
     output_dir: Path = Field(
@@ -94,6 +100,33 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("output_dir", "temp_dir", "input_dir", mode="before")
+    @classmethod
+    def _require_dir(cls, value: object, info: ValidationInfo) -> object:
+        # Path("") is the working directory: an empty variable would silently mean "here".
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise ValueError(
+                f"COMFYUI_{str(info.field_name).upper()} is empty; set it to ComfyUI's folder "
+                "as mounted here"
+            )
+        return value
+
+    def check_dirs(self, *fields: str) -> None:
+        """Raise ConfigurationError unless each named folder exists and can be listed.
+
+        Blocking (a stat on a possibly remote volume): call it before the event loop runs
+        or through asyncio.to_thread.
+        """
+        for name in fields:
+            path: Path = getattr(self, name)
+            variable = f"COMFYUI_{name.upper()}"
+            if not path.is_dir():
+                raise ConfigurationError(
+                    f"{variable}={path} is not a directory (is the volume mounted here?)"
+                )
+            if not os.access(path, os.R_OK | os.X_OK):
+                raise ConfigurationError(f"{variable}={path} cannot be read by this process")
+
     @property
     def base_url_str(self) -> str:
         """The base URL without a trailing slash, ready to join with a path."""
@@ -107,3 +140,16 @@ class Settings(BaseSettings):
             if url.startswith("https://")
             else ("ws://" + url[len("http://") :])
         )
+
+
+def lh_settings_from_env_file(env_file: Path = Path(".env")) -> dict[str, str]:
+    """The LittleHorse SDK's LHC_*/LHW_* entries of the `.env` file, if there is one.
+
+    The SDK reads only the process environment; these are handed to its config underneath
+    the environment, so a real variable still wins, as it does for our own settings.
+    """
+    return {
+        key: value
+        for key, value in dotenv_values(env_file).items()
+        if key.startswith(LH_SETTING_PREFIXES) and value is not None
+    }

@@ -230,6 +230,7 @@ class FakeLittleHorse:
         self._max_in_flight = 0
         self._handed_out = 0
         self._empty_replies = 0
+        self._put_task_def_refusal: grpc.StatusCode | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -309,6 +310,14 @@ class FakeLittleHorse:
         config = LHConfig()
         config._configs = settings
         return config
+
+    def refuse_put_task_def(
+        self, code: grpc.StatusCode | None = grpc.StatusCode.PERMISSION_DENIED
+    ) -> None:
+        """Answer every PutTaskDef with `code` (None: accept again), as a server does for
+        credentials that may run tasks but not write metadata. GetTaskDef still answers."""
+        with self._cond:
+            self._put_task_def_refusal = code
 
     # ------------------------------------------------------------------ scheduling
 
@@ -537,6 +546,10 @@ class FakeLittleHorse:
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"Invalid TaskDef name {request.name!r}"
             )
+        with self._cond:
+            refusal = self._put_task_def_refusal
+        if refusal is not None:
+            context.abort(refusal, f"not allowed to put TaskDef {request.name}")
         with self._cond:
             existing = self._task_defs.get(request.name)
             if existing is not None:

@@ -86,7 +86,13 @@ async def test_serve_fails_clearly_when_littlehorse_is_unreachable(
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LHC_", "LHW_"))}
     env.update(
-        {"LHC_API_HOST": "127.0.0.1", "LHC_API_PORT": "9", "COMFYUI_BASE_URL": comfyui_mock.url}
+        {
+            "LHC_API_HOST": "127.0.0.1",
+            "LHC_API_PORT": "9",
+            "COMFYUI_BASE_URL": comfyui_mock.url,
+            "COMFYUI_OUTPUT_DIR": str(comfyui_mock.output_dir),
+            "COMFYUI_TEMP_DIR": str(comfyui_mock.temp_dir),
+        }
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -36,6 +36,7 @@ def test_run_reports_an_unreachable_comfyui(
 ) -> None:
     monkeypatch.setenv("COMFYUI_BASE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("COMFYUI_RETRIES", "0")
+    mounted_folders(monkeypatch, tmp_path)
     path = tmp_path / "wf.json"
     path.write_text(json.dumps({"1": {"class_type": "EmptyImage", "inputs": {}}}))
     assert main(["run", str(path)]) == 1
@@ -49,3 +50,40 @@ def test_invalid_configuration_is_reported(
     monkeypatch.setenv("COMFYUI_BASE_URL", "")
     assert main(["run", str(tmp_path / "x.json")]) == 1
     assert "invalid configuration" in capsys.readouterr().err
+
+
+def mounted_folders(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    for name in ("OUTPUT_DIR", "TEMP_DIR", "INPUT_DIR"):
+        (root / name.lower()).mkdir()
+        monkeypatch.setenv(f"COMFYUI_{name}", str(root / name.lower()))
+
+
+@pytest.mark.parametrize("command", ["run", "serve"])
+@pytest.mark.parametrize("name", ["OUTPUT_DIR", "TEMP_DIR"])
+def test_a_folder_that_is_not_mounted_stops_run_and_serve(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    name: str,
+) -> None:
+    mounted_folders(monkeypatch, tmp_path)
+    monkeypatch.setenv(f"COMFYUI_{name}", str(tmp_path / "not-mounted"))
+    # Nothing listens here: the check must come before any connection.
+    monkeypatch.setenv("COMFYUI_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("LHC_API_HOST", "127.0.0.1")
+    monkeypatch.setenv("LHC_API_PORT", "9")
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps({"1": {"class_type": "EmptyImage", "inputs": {}}}))
+    assert main([command, str(path)] if command == "run" else [command]) == 1
+    err = capsys.readouterr().err
+    assert f"COMFYUI_{name}={tmp_path / 'not-mounted'} is not a directory" in err
+
+
+def test_an_empty_output_folder_is_a_configuration_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COMFYUI_OUTPUT_DIR", "")
+    assert main(["run", str(tmp_path / "x.json")]) == 1
+    err = capsys.readouterr().err
+    assert "invalid configuration" in err and "COMFYUI_OUTPUT_DIR is empty" in err

@@ -105,7 +105,20 @@ def test_symlink_inside_the_directory_is_fine(dirs: OutputDirs) -> None:
     (dirs.output / "alias").symlink_to(dirs.output / "real")
     outputs = {"3": {"images": [{"filename": "k.png", "subfolder": "alias", "type": "output"}]}}
     (file,) = parse_outputs(outputs, dirs)[0]
-    assert file.path == str(dirs.output.resolve() / "real" / "k.png")
+    assert file.path == str(dirs.output / "alias" / "k.png")
+
+
+def test_a_symlinked_folder_stays_in_the_returned_path(tmp_path: Path) -> None:
+    # A volume mounted elsewhere and linked in: other tasks mount the configured path.
+    (tmp_path / "volume").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "volume")
+    dirs = OutputDirs(output=tmp_path / "link", temp=tmp_path / "link")
+    outputs = {"3": {"images": [{"filename": "k.png", "subfolder": "a", "type": "output"}]}}
+    (file,) = parse_outputs(outputs, dirs)[0]
+    assert file.path == str(tmp_path / "link" / "a" / "k.png")
+    escape = {"3": {"images": [{"filename": "k", "subfolder": "../volume", "type": "output"}]}}
+    with pytest.raises(UnsafeOutputPathError):
+        parse_outputs(escape, dirs)
 
 
 def test_unknown_type_is_rejected(dirs: OutputDirs) -> None:

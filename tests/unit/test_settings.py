@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from comfyui_worker.constants import CompletionMode
+from comfyui_worker.exceptions import ConfigurationError
 from comfyui_worker.settings import Settings
 
 
@@ -70,3 +71,42 @@ def test_retryable_execution_errors_from_the_environment(monkeypatch: pytest.Mon
     monkeypatch.setenv("COMFYUI_RETRYABLE_EXECUTION_ERRORS", "[oops")
     with pytest.raises(ValidationError, match="COMFYUI_RETRYABLE_EXECUTION_ERRORS"):
         Settings(_env_file=None)
+
+
+def test_an_unrelated_base_url_variable_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BASE_URL", "http://some-other-service:8080")
+    assert Settings(_env_file=None).base_url_str == "http://127.0.0.1:8188"
+    monkeypatch.setenv("COMFYUI_BASE_URL", "http://gpu-1:8188")
+    assert Settings(_env_file=None).base_url_str == "http://gpu-1:8188"
+
+
+def test_an_unrelated_base_url_in_dot_env_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("BASE_URL=http://some-other-service:8080\n")
+    assert Settings(_env_file=tmp_path / ".env").base_url_str == "http://127.0.0.1:8188"
+
+
+def test_base_url_keywords_in_code() -> None:
+    assert Settings(_env_file=None, base_url="http://a:1").base_url_str == "http://a:1"
+    assert Settings(_env_file=None, comfyui_base_url="http://b:2").base_url_str == "http://b:2"
+
+
+@pytest.mark.parametrize("name", ["OUTPUT_DIR", "TEMP_DIR", "INPUT_DIR"])
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_folder_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(f"COMFYUI_{name}", value)
+    with pytest.raises(ValidationError, match=f"COMFYUI_{name} is empty"):
+        Settings(_env_file=None)
+
+
+def test_check_dirs_names_the_variable(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    s = Settings(_env_file=None, output_dir=tmp_path / "out", temp_dir=tmp_path / "nope")  # type: ignore[call-arg]
+    s.check_dirs("output_dir")
+    with pytest.raises(ConfigurationError, match=r"COMFYUI_TEMP_DIR=.*nope is not a directory"):
+        s.check_dirs("output_dir", "temp_dir")
+    (tmp_path / "file").write_text("x")
+    s = Settings(_env_file=None, output_dir=tmp_path / "file")  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError, match=r"COMFYUI_OUTPUT_DIR=.*file is not a directory"):
+        s.check_dirs("output_dir")

@@ -11,11 +11,11 @@ import grpc
 import littlehorse
 from littlehorse.config import LHConfig
 from littlehorse.model import TaskDef, TaskDefId, VariableType
-from littlehorse.worker import LHTaskWorker
+from littlehorse.worker import LHTaskWorker, WorkerContext
 
 from ..constants import TASK_NAME
 from ..execution import Executor
-from ..settings import Settings
+from ..settings import Settings, lh_settings_from_env_file
 from .task import TaskFunction, make_task_function
 
 log = logging.getLogger(__name__)
@@ -23,39 +23,92 @@ log = logging.getLogger(__name__)
 NUM_WORKER_THREADS = "LHW_NUM_WORKER_THREADS"
 
 
-class TaskDefConflictError(RuntimeError):
+class TaskDefError(RuntimeError):
+    """The TaskDef cannot be served as it is; the message says what to do."""
+
+
+class TaskDefConflictError(TaskDefError):
     """A TaskDef with our name but another signature exists (TaskDefs are immutable)."""
 
 
+class TaskDefMissingError(TaskDefError):
+    """LittleHorse refused to create the TaskDef and it does not exist."""
+
+
 def lh_config(settings: Settings) -> LHConfig:
-    """The SDK's config from LHC_*/LHW_* env vars, sized to the GPU when not set.
+    """The SDK's config from LHC_*/LHW_* variables, sized to the GPU when not set.
+
+    The SDK reads only the process environment, so the LHC_*/LHW_* lines of `.env` are
+    passed to it here; load() layers the environment over what it is given, so a real
+    variable still wins over `.env`, and both over our default.
 
     The SDK's LHW_NUM_WORKER_THREADS (default 8) is how many tasks this process claims from
     LittleHorse per server connection (plus one extra poll). Claimed tasks beyond
     COMFYUI_MAX_IN_FLIGHT would only wait here while other GPUs idle, so it defaults to it.
     """
     config = LHConfig()
-    # load() layers the environment over what it is given: an explicit setting still wins.
-    config.load({NUM_WORKER_THREADS: str(settings.max_in_flight)})
+    config.load({NUM_WORKER_THREADS: str(settings.max_in_flight), **lh_settings_from_env_file()})
     return config
 
 
 def register(config: LHConfig, task: TaskFunction) -> str:
     """Put the TaskDef `task`'s signature describes. An identical existing one is fine; a
-    conflicting one raises TaskDefConflictError. Blocking (the SDK's sync gRPC stub)."""
+    conflicting one raises TaskDefConflictError. Credentials that may not write TaskDefs are
+    fine when ours is already there. Blocking (the SDK's sync gRPC stub)."""
     try:
         littlehorse.create_task_def(task, TASK_NAME, config)
     except grpc.RpcError as exc:
-        if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+        existing = _existing_task_def(config)
+        if existing is not None and _same_signature(existing, task):
+            # Least-privilege credentials: may run tasks, may not write TaskDefs.
+            log.warning(
+                "cannot put TaskDef %r (%s: %s), but it exists with this worker's signature; "
+                "serving it",
+                TASK_NAME,
+                exc.code().name,
+                exc.details(),
+            )
+            return f"TaskDef {TASK_NAME!r} already registered"
+        if existing is not None:
+            raise TaskDefConflictError(
+                f"TaskDef {TASK_NAME!r} already exists with a different signature "
+                f"({describe_task_def(existing)}); this worker needs (workflow: JSON_OBJ) -> "
+                "JSON_OBJ. TaskDefs are immutable: delete the old one (lhctl delete taskDef "
+                f"{TASK_NAME}) once no WfSpec uses it, then register again."
+            ) from exc
+        if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
             raise
-        existing: TaskDef = config.stub().GetTaskDef(TaskDefId(name=TASK_NAME), timeout=30)
-        raise TaskDefConflictError(
-            f"TaskDef {TASK_NAME!r} already exists with a different signature "
-            f"({describe_task_def(existing)}); this worker needs (workflow: JSON_OBJ) -> "
-            "JSON_OBJ. TaskDefs are immutable: delete the old one (lhctl delete taskDef "
-            f"{TASK_NAME}) once no WfSpec uses it, then register again."
+        raise TaskDefMissingError(
+            f"cannot create TaskDef {TASK_NAME!r}: LittleHorse answered {exc.code().name}: "
+            f"{exc.details()}; and it does not exist yet. Register it once with credentials "
+            "allowed to write TaskDefs (comfyui-worker register)."
         ) from exc
     return f"TaskDef {TASK_NAME!r} registered"
+
+
+def _existing_task_def(config: LHConfig) -> TaskDef | None:
+    try:
+        task_def: TaskDef = config.stub().GetTaskDef(TaskDefId(name=TASK_NAME), timeout=30)
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise
+    return task_def
+
+
+def _same_signature(existing: TaskDef, task: TaskFunction) -> bool:
+    # The SDK builds its PutTaskDefRequest with these (littlehorse-client 1.3.0, pinned).
+    from littlehorse.worker import _resolved_signature, _return_to_lh_schema, _to_variable_def
+
+    signature = _resolved_signature(task)
+    wanted = [
+        _to_variable_def(param)
+        for param in signature.parameters.values()
+        if param.annotation is not WorkerContext
+    ]
+    return list(existing.input_vars) == wanted and existing.return_type == _return_to_lh_schema(
+        signature.return_annotation
+    )
 
 
 def describe_task_def(task_def: TaskDef) -> str:

@@ -108,8 +108,8 @@ async def test_returns_resolved_paths_of_files_that_exist(
     recorder = Recorder()
     async with executor_for(comfyui_mock, completion_mode=mode) as executor:
         result = await executor.run(preview_workflow(), observer=recorder)
-    saved = comfyui_mock.output_dir.resolve() / "peer" / "s01_00001_.jpg"
-    (preview,) = comfyui_mock.temp_dir.resolve().iterdir()
+    saved = comfyui_mock.output_dir / "peer" / "s01_00001_.jpg"
+    (preview,) = comfyui_mock.temp_dir.iterdir()
     assert result.outputs == [str(saved), str(preview)]
     for path in result.outputs:
         assert Path(path).read_bytes() == FIXTURE_IMAGE.read_bytes()
@@ -144,6 +144,18 @@ async def test_returns_resolved_paths_of_files_that_exist(
         assert comfyui_mock.request_count("/ws") == 1
         assert recorder.saw_done_signal(result.prompt_id)
         assert comfyui_mock.request_count("/queue", "GET") == 0
+
+
+async def test_a_symlinked_output_folder_stays_in_the_returned_paths(
+    comfyui_mock: MockHandle, tmp_path: Path
+) -> None:
+    # The volume is mounted elsewhere and linked to where every task expects it.
+    link = tmp_path / "comfyui-output"
+    link.symlink_to(comfyui_mock.output_dir)
+    async with executor_for(comfyui_mock, output_dir=link) as executor:
+        result = await executor.run(save_prompt("linked/x"))
+    assert result.outputs == [str(link / "linked" / "x_00001_.jpg")]
+    assert Path(result.outputs[0]).is_file()
 
 
 async def test_200_with_node_errors_runs_the_valid_outputs(
