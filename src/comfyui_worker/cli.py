@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from . import cli_templates
 from .exceptions import ComfyUIWorkerError, ConfigurationError
 from .execution import Executor
 from .settings import Settings
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--prompt-id", help="reuse/attach to this ComfyUI prompt_id")
     sub.add_parser("serve", help="serve the LittleHorse task (production entrypoint)")
     sub.add_parser("register", help="create the LittleHorse TaskDef (idempotent)")
+    cli_templates.add_parser(sub)
     args = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"invalid configuration: {exc}")
     if args.command == "run":
         return _run(args, settings)
+    if args.command == "templates":
+        return cli_templates.run(args, settings)
     if args.command == "register":
         return _register(settings)
     return _serve(settings)

@@ -14,15 +14,18 @@
     │   └── PromptLostError ......... the prompt vanished from queue and history (restart)
     ├── JobTimeoutError ............. the job deadline passed (also a `TimeoutError`)
     ├── InvalidJobError ............. the job envelope is malformed (unknown key, both/neither...)
-    ├── UnknownTemplateError ........ the job names a template that does not exist (or none set up)
     ├── InputError .................. an input file of the job cannot be provided
     │   ├── InvalidInputError ....... ... because of the input itself (bad base64, refused URL...)
     │   └── InputFetchError ......... ... because its source failed (unreachable, 5xx): retryable
-    └── OutputError ................. the history's outputs cannot be turned into results
-        ├── UnsafeOutputPathError ... a filename/subfolder escapes its directory
-        ├── OutputTooLargeError ..... the result would carry more than LittleHorse may store
-        └── OutputStoreError ........ the output store failed (unreachable, 5xx): retryable
-            └── OutputStoreDeniedError  ... it refused our credentials, or the bucket is missing
+    ├── OutputError ................. the history's outputs cannot be turned into results
+    │   ├── UnsafeOutputPathError ... a filename/subfolder escapes its directory
+    │   ├── OutputTooLargeError ..... the result would carry more than LittleHorse may store
+    │   └── OutputStoreError ........ the output store failed (unreachable, 5xx): retryable
+    │       └── OutputStoreDeniedError  ... it refused our credentials, or the bucket is missing
+    └── TemplateError ............... a named template cannot be turned into a workflow
+        ├── UnknownTemplateError .... no template of that name (or no templates set up)
+        ├── BrokenTemplateError ..... its manifest entry or workflow file is broken
+        └── InvalidParamsError ...... the parameters given do not fit its definitions
 
 Which of these retrying cannot fix (bad input, validation, execution, unsafe paths...) is decided
 in one place, `lh.errors`, where they become named LittleHorse business exceptions.
@@ -30,8 +33,9 @@ in one place, `lh.errors`, where they become named LittleHorse business exceptio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 
 class ComfyUIWorkerError(Exception):
@@ -235,15 +239,6 @@ class InvalidJobError(ComfyUIWorkerError):
         return {"message": str(self), "errors": self.errors}
 
 
-class UnknownTemplateError(ComfyUIWorkerError):
-    def __init__(self, message: str, *, template: str) -> None:
-        super().__init__(message)
-        self.template = template
-
-    def details(self) -> dict[str, Any]:
-        return {"message": str(self), "template": self.template}
-
-
 class InputError(ComfyUIWorkerError):
     """One input file of a job; `input_name` is its key in the envelope's `inputs`."""
 
@@ -287,3 +282,55 @@ class OutputStoreError(OutputError):
 
 class OutputStoreDeniedError(OutputStoreError):
     """The store refused our credentials or has no such bucket: no retry can fix that."""
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateProblem:
+    """One rule one parameter breaks (or the template itself, when `parameter` is None)."""
+
+    parameter: str | None
+    rule: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"parameter": self.parameter, "rule": self.rule, "message": self.message}
+
+
+class TemplateError(ComfyUIWorkerError):
+    """A template job that cannot run; `problems` lists every rule broken, each naming the
+    parameter (None: the template itself) and the rule."""
+
+    def __init__(
+        self, message: str, *, template: str, problems: Sequence[TemplateProblem] = ()
+    ) -> None:
+        super().__init__(message)
+        self.template = template
+        self.problems = tuple(problems)
+
+    @classmethod
+    def of(cls, template: str, problems: Sequence[TemplateProblem]) -> Self:
+        """The error for these problems, all of them in the message."""
+        message = f"template {template!r}: " + "; ".join(p.message for p in problems)
+        return cls(message, template=template, problems=problems)
+
+    def details(self) -> dict[str, Any]:
+        first = self.problems[0] if self.problems else None
+        return {
+            "message": str(self),
+            "template": self.template,
+            "parameter": first.parameter if first else None,
+            "rule": first.rule if first else None,
+            "problems": [p.as_dict() for p in self.problems],
+        }
+
+
+class UnknownTemplateError(TemplateError):
+    pass
+
+
+class BrokenTemplateError(TemplateError):
+    pass
+
+
+class InvalidParamsError(TemplateError):
+    pass

@@ -70,6 +70,10 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest accepted workflow JSON; LittleHorse records stop near 1 MB",
     )
+    templates_dir: Path = Field(
+        default=Path("templates"),
+        description="Template store: base.yaml, workflows.yaml and the workflow files they name",
+    )
 
     retryable_execution_errors: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_RETRYABLE_EXECUTION_ERRORS,

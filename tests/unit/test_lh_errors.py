@@ -10,11 +10,13 @@ from littlehorse.utils import extract_value
 
 from comfyui_worker.constants import ExceptionName
 from comfyui_worker.exceptions import (
+    BrokenTemplateError,
     ExecutionError,
     ExecutionInterrupted,
     InputFetchError,
     InvalidInputError,
     InvalidJobError,
+    InvalidParamsError,
     InvalidWorkflowError,
     JobTimeoutError,
     MissingNodeError,
@@ -26,6 +28,7 @@ from comfyui_worker.exceptions import (
     PromptLostError,
     PromptValidationError,
     ServerError,
+    TemplateProblem,
     TransportError,
     UnknownTemplateError,
     UnsafeOutputPathError,
@@ -70,7 +73,6 @@ CASES: list[tuple[Exception, ExceptionName]] = [
         ExceptionName.UNSAFE_OUTPUT_PATH,
     ),
     (InvalidJobError("invalid job: foo: unknown key"), ExceptionName.INVALID_JOB),
-    (UnknownTemplateError("no template 'x'", template="x"), ExceptionName.UNKNOWN_TEMPLATE),
     (
         InvalidInputError("not valid base64", input_name="photo.png", rule="base64"),
         ExceptionName.INVALID_INPUT,
@@ -79,6 +81,19 @@ CASES: list[tuple[Exception, ExceptionName]] = [
     (
         OutputStoreDeniedError("bucket 'b' does not exist", bucket="b"),
         ExceptionName.OUTPUT_STORE_DENIED,
+    ),
+    (UnknownTemplateError("no template 'x'", template="x"), ExceptionName.UNKNOWN_TEMPLATE),
+    (
+        UnknownTemplateError.of("t", [TemplateProblem(None, "unknown-template", "no such one")]),
+        ExceptionName.UNKNOWN_TEMPLATE,
+    ),
+    (
+        InvalidParamsError.of("t", [TemplateProblem("seed", "type", "expected an integer")]),
+        ExceptionName.INVALID_PARAMS,
+    ),
+    (
+        BrokenTemplateError.of("t", [TemplateProblem("seed", "node", "no node 'KSampler'")]),
+        ExceptionName.BROKEN_TEMPLATE,
     ),
 ]
 
@@ -93,6 +108,17 @@ def test_business_exceptions_have_stable_names_and_structured_content(
     content = extract_value(lh_exc.content)
     assert isinstance(content, dict) and content["message"] == str(exc)
     json.dumps(content)
+
+
+def test_template_errors_name_the_template_the_parameter_and_the_rule() -> None:
+    content = extract_value(to_lh_exception(CASES[-2][0], ExceptionName.INVALID_PARAMS).content)
+    assert content == {
+        "message": "template 't': expected an integer",
+        "template": "t",
+        "parameter": "seed",
+        "rule": "type",
+        "problems": [{"parameter": "seed", "rule": "type", "message": "expected an integer"}],
+    }
 
 
 def test_content_names_the_node() -> None:

@@ -17,10 +17,12 @@ from littlehorse.exceptions import LHTaskException
 
 from ..constants import DEFAULT_RETRYABLE_EXECUTION_ERRORS, ExceptionName
 from ..exceptions import (
+    BrokenTemplateError,
     ComfyUIWorkerError,
     ExecutionError,
     InvalidInputError,
     InvalidJobError,
+    InvalidParamsError,
     InvalidWorkflowError,
     MissingNodeError,
     OutputStoreDeniedError,
@@ -38,10 +40,13 @@ BUSINESS_EXCEPTIONS: tuple[tuple[type[ComfyUIWorkerError], ExceptionName], ...] 
     (ExecutionError, ExceptionName.EXECUTION_ERROR),
     (UnsafeOutputPathError, ExceptionName.UNSAFE_OUTPUT_PATH),
     (InvalidJobError, ExceptionName.INVALID_JOB),
-    (UnknownTemplateError, ExceptionName.UNKNOWN_TEMPLATE),
     (InvalidInputError, ExceptionName.INVALID_INPUT),
     (OutputTooLargeError, ExceptionName.OUTPUT_TOO_LARGE),
     (OutputStoreDeniedError, ExceptionName.OUTPUT_STORE_DENIED),
+    # A broken template needs an operator's fix; the caller's retry would fail the same way.
+    (UnknownTemplateError, ExceptionName.UNKNOWN_TEMPLATE),
+    (InvalidParamsError, ExceptionName.INVALID_PARAMS),
+    (BrokenTemplateError, ExceptionName.BROKEN_TEMPLATE),
 )
 
 

@@ -1,0 +1,147 @@
+"""The template directory, reloaded when it changes, and binding by name.
+
+Before each task one thread hop stats the manifests and the workflow files they name (a few
+`stat` calls); only when a size, mtime or inode changed is the directory read again. A broken
+file disables only the templates it touches: their tasks get its reason, the rest keep
+working, and the reason is logged once per change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from ..exceptions import BrokenTemplateError, TemplateProblem, UnknownTemplateError
+from .binding import BoundTemplate, bind, seeded_rng
+from .manifest import Catalogue, Template, load_catalogue
+from .object_info import combo_choices, node_info_of
+from .yamlfile import stamps
+
+log = logging.getLogger(__name__)
+
+ObjectInfo = Callable[[str], Awaitable[dict[str, Any]]]
+"""`/object_info/{class}` of the ComfyUI the job will run on."""
+
+
+class TemplateStore:
+    """Templates from one directory; `bind` is what the job runner calls."""
+
+    def __init__(self, directory: Path, *, object_info: ObjectInfo | None = None) -> None:
+        self.directory = directory
+        self._object_info = object_info
+        self._catalogue: Catalogue | None = None
+        self._lock = asyncio.Lock()
+
+    async def catalogue(self) -> Catalogue:
+        """The current templates, reloaded first if any file changed."""
+        if await asyncio.to_thread(self._changed):
+            async with self._lock:
+                # Another task may have reloaded while this one waited for the lock.
+                if await asyncio.to_thread(self._changed):
+                    previous = self._catalogue or Catalogue(directory=self.directory)
+                    self._catalogue = await asyncio.to_thread(
+                        load_catalogue, self.directory, known=tuple(previous.names)
+                    )
+                    _log_changes(previous, self._catalogue)
+        assert self._catalogue is not None
+        return self._catalogue
+
+    def _changed(self) -> bool:
+        # The stamps were taken before each file was read, so an edit made while it was being
+        # read still counts as a change here.
+        current = self._catalogue
+        return current is None or stamps(current.watched) != current.stamps
+
+    async def template(self, name: str) -> Template:
+        catalogue = await self.catalogue()
+        if (template := catalogue.templates.get(name)) is not None:
+            return template
+        if name in catalogue.broken:
+            raise BrokenTemplateError.of(name, catalogue.broken[name])
+        reasons = [p.message for p in catalogue.file_problems]
+        available = ", ".join(sorted(catalogue.templates)) or "none"
+        raise UnknownTemplateError.of(
+            name,
+            [
+                TemplateProblem(
+                    None,
+                    "unknown-template",
+                    f"no such template in {self.directory} (available: {available})"
+                    + "".join(f"; {r}" for r in reasons),
+                )
+            ],
+        )
+
+    async def bind(
+        self, name: str, params: dict[str, Any], *, key: str | None = None
+    ) -> BoundTemplate:
+        """The template `name` with `params` bound; `key` keeps drawn seeds stable across the
+        attempts of one job."""
+        template = await self.template(name)
+        choices = await self.comfyui_choices(template, params)
+        return bind(template, params, rng=seeded_rng(key), choices=choices)
+
+    async def comfyui_choices(
+        self, template: Template, params: object
+    ) -> dict[str, tuple[Any, ...]]:
+        """ComfyUI's lists for the `choices: comfyui` parameters this binding uses: a value
+        must be allowed on every one of its targets."""
+        wanted = [
+            spec
+            for spec in template.params.values()
+            if spec.comfyui_choices
+            and (spec.has_default or (isinstance(params, dict) and spec.name in params))
+        ]
+        if not wanted:
+            return {}
+        if self._object_info is None:
+            raise BrokenTemplateError.of(
+                template.name,
+                [
+                    TemplateProblem(
+                        wanted[0].name, "choices", "choices: comfyui needs a ComfyUI to ask"
+                    )
+                ],
+            )
+        infos: dict[str, dict[str, Any]] = {}
+        result: dict[str, tuple[Any, ...]] = {}
+        problems: list[TemplateProblem] = []
+        for spec in wanted:
+            allowed: tuple[Any, ...] | None = None
+            for target in template.targets[spec.name]:
+                if target.class_type not in infos:
+                    infos[target.class_type] = await self._object_info(target.class_type)
+                info = node_info_of(infos[target.class_type], target.class_type)
+                options = combo_choices(info, target.input) if info is not None else None
+                if options is None:
+                    problems.append(
+                        TemplateProblem(
+                            spec.name,
+                            "choices",
+                            f"parameter {spec.name!r} has choices: comfyui but ComfyUI's "
+                            f"{target.class_type} has no list of choices for {target.input!r}"
+                            + ("" if info is not None else " (ComfyUI does not have that node)"),
+                        )
+                    )
+                    break
+                allowed = options if allowed is None else tuple(v for v in allowed if v in options)
+            if allowed is not None:
+                result[spec.name] = allowed
+        if problems:
+            raise BrokenTemplateError.of(template.name, problems)
+        return result
+
+
+def _log_changes(previous: Catalogue, current: Catalogue) -> None:
+    for problem in current.file_problems:
+        if problem not in previous.file_problems:
+            log.warning("templates: %s", problem.message)
+    for name, problems in current.broken.items():
+        if previous.broken.get(name) != problems:
+            log.warning("template %r disabled: %s", name, "; ".join(p.message for p in problems))
+    loaded = sorted(set(current.templates) - set(previous.templates))
+    if loaded:
+        log.info("templates loaded from %s: %s", current.directory, ", ".join(loaded))
