@@ -18,6 +18,7 @@ from template_dirs import EXAMPLES, make_dir
 CATALOGUE = load_catalogue(EXAMPLES)
 SOLID = CATALOGUE.templates["solid"]
 ANIMATE = CATALOGUE.templates["animate"]
+INVERT = CATALOGUE.templates["invert"]
 METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "lanczos")
 
 
@@ -183,3 +184,44 @@ def test_command_line_values_follow_the_declared_type(name: str, text: str, valu
 @pytest.mark.parametrize(("text", "value"), [("true", True), ("False", False), ("yes", "yes")])
 def test_command_line_booleans(text: str, value: Any) -> None:
     assert parse_text_value(ANIMATE.params["pingpong"], text) == value
+
+
+@pytest.mark.parametrize(
+    ("source", "input_name", "reported"),
+    [
+        ({"url": "https://example.com/a/cat.JPG?x=1"}, "photo.jpg", None),
+        ({"uri": "s3://bucket/in/cat.webp"}, "photo.webp", None),
+        ({"url": "https://example.com/cat"}, "photo.png", None),
+        ({"base64": "data:image/jpeg;base64,/9j/4AAQ"}, "photo.jpg", {"input": "photo.jpg"}),
+        ({"base64": "iVBORw0KGgo="}, "photo.png", {"input": "photo.png"}),
+    ],
+)
+def test_image_parameters_become_job_inputs(
+    source: dict[str, str], input_name: str, reported: Any
+) -> None:
+    bound = bind(INVERT, {"photo": source}, rng=random.Random())
+    assert bound.workflow["1"]["inputs"]["image"] == input_name
+    assert list(bound.inputs) == [input_name]
+    assert bound.inputs[input_name].model_dump(exclude_none=True) == source
+    # Sources are reported as given (a rerun can reuse them); bytes are not repeated.
+    assert bound.params["photo"] == (reported or source)
+    assert INVERT.workflow["1"]["inputs"]["image"] == "example.png"
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ({"path": "/tmp/x.png"}, "unknown key path"),
+        ({"url": "https://e/x.png", "uri": "s3://b/x.png"}, "exactly one of base64, url or uri"),
+        ({}, "exactly one of base64, url or uri"),
+        ("https://e/x.png", 'expected an input object ({"base64": ...}'),
+    ],
+)
+def test_a_bad_image_parameter_is_named(value: Any, fragment: str) -> None:
+    with pytest.raises(InvalidParamsError) as caught:
+        bind(INVERT, {"photo": value}, rng=random.Random())
+    assert caught.value.problems[0].parameter == "photo"
+    assert caught.value.problems[0].rule in ("image", "type")
+    assert fragment in str(caught.value)
+    with pytest.raises(InvalidParamsError, match="parameter 'photo' is required"):
+        bind(INVERT, {}, rng=random.Random())

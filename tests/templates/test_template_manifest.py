@@ -18,7 +18,7 @@ def messages(catalogue_broken: tuple[object, ...]) -> str:
 
 def test_the_examples_load_without_problems() -> None:
     catalogue = load_catalogue(EXAMPLES)
-    assert sorted(catalogue.templates) == ["animate", "solid"]
+    assert sorted(catalogue.templates) == ["animate", "invert", "solid"]
     assert catalogue.broken == {} and catalogue.file_problems == ()
     solid = catalogue.templates["solid"]
     assert solid.params["caption"].required  # an override made it required

@@ -34,14 +34,14 @@ async def test_unchanged_files_are_not_read_again(root: Path) -> None:
     store = TemplateStore(root)
     first = await store.catalogue()
     assert await store.catalogue() is first
-    assert sorted(first.templates) == ["animate", "solid"]
+    assert sorted(first.templates) == ["animate", "invert", "solid"]
 
 
 async def test_add_edit_break_and_fix_without_a_restart(
     root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = TemplateStore(root)
-    with pytest.raises(UnknownTemplateError, match="available: animate, solid"):
+    with pytest.raises(UnknownTemplateError, match="available: animate, invert, solid"):
         await store.bind("tiny", {})
     manifest = root / "workflows.yaml"
     original = manifest.read_text()

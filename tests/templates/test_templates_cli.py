@@ -25,6 +25,7 @@ def test_list_and_show(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out.splitlines()
     assert out == [
         "animate  A short animation of solid frames.",
+        "invert   The negative of a picture, softly blurred.",
         "solid    A solid-colour picture, scaled, with a caption.",
     ]
     assert main(["templates", "show", "solid"]) == 0
@@ -48,6 +49,10 @@ def test_show_json_prints_the_params_schema(capsys: pytest.CaptureFixture[str]) 
     assert props["pingpong"]["type"] == "boolean"
     assert "(random when omitted)" in props["color"]["description"]
     assert "default" not in props["color"]
+    assert main(["templates", "show", "invert", "--json"]) == 0
+    photo = json.loads(capsys.readouterr().out)["properties"]["photo"]
+    assert photo["additionalProperties"] is False and len(photo["oneOf"]) == 3
+    assert sorted(photo["properties"]) == ["base64", "uri", "url"]
 
 
 @pytest.mark.usefixtures("offline")
@@ -66,7 +71,7 @@ def test_check_the_examples_against_the_mock(
     assert main(["templates", "check"]) == 0
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert "0 problem(s) in 2 template(s)" in captured.err
+    assert "0 problem(s) in 3 template(s)" in captured.err
     assert "checked against ComfyUI's /object_info" in captured.err
 
 

@@ -10,21 +10,29 @@ from __future__ import annotations
 import copy
 import json
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
 
 from ..exceptions import BrokenTemplateError, InvalidParamsError, TemplateProblem
+from ..job import InputSource
 from .manifest import Template
 from .params import ParamSpec, ParamType, check_value, describe
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class BoundTemplate:
+    """`job.BoundTemplate`: what `run_job` needs of a template job."""
+
     template: str
     workflow: dict[str, Any]  # the bound copy, ready for input rewriting
     params: dict[str, Any]  # effective parameters, returned with the result
-    inputs: dict[str, Any] = field(default_factory=dict)  # image parameters, uploaded like inputs
+    inputs: dict[str, InputSource] = field(default_factory=dict)  # image parameters
 
 
 def seeded_rng(key: str | None) -> random.Random:
@@ -66,6 +74,7 @@ def bind(
                 )
             )
     effective: dict[str, Any] = {}
+    images: dict[str, InputSource] = {}
     template_problems: list[TemplateProblem] = []
     for name, spec in template.params.items():
         if name in given:
@@ -73,6 +82,12 @@ def bind(
             if (problem := check_value(spec, value, choices=choices.get(name))) is not None:
                 problems.append(problem)
                 continue
+            if spec.type is ParamType.IMAGE:
+                source = _image_source(name, value)
+                if isinstance(source, TemplateProblem):
+                    problems.append(source)
+                    continue
+                images[name] = source
         elif spec.required:
             problems.append(
                 TemplateProblem(name, "required", f"parameter {name!r} is required and missing")
@@ -94,11 +109,68 @@ def bind(
         raise InvalidParamsError.of(template.name, problems)
     if template_problems:
         raise BrokenTemplateError.of(template.name, template_problems)
+    inputs: dict[str, InputSource] = {}
+    for name, source in images.items():
+        # The targets get the input's name; the job's input upload replaces it with the
+        # uploaded file's name, as for the envelope's own inputs.
+        input_name = image_input_name(name, source)
+        inputs[input_name] = source
+        effective[name] = input_name
     workflow = copy.deepcopy(template.workflow)
     for name, value in effective.items():
         for target in template.targets[name]:
             workflow[target.node_id]["inputs"][target.input] = copy.deepcopy(value)
-    return BoundTemplate(template=template.name, workflow=workflow, params=effective)
+    for name, source in images.items():
+        # Reported as given, so the run can be repeated, except bytes: those are in the
+        # result's inputs (size, sha256), not in it twice.
+        effective[name] = (
+            {"input": effective[name]}
+            if source.base64 is not None
+            else source.model_dump(exclude_none=True)
+        )
+    return BoundTemplate(template=template.name, workflow=workflow, params=effective, inputs=inputs)
+
+
+_DATA_URL = re.compile(r"\s*data:([^;,]+)")
+_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+_MIME_SUFFIXES = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/webp": ".webp",
+    "image/gif": ".gif",
+    "image/bmp": ".bmp",
+    "image/tiff": ".tif",
+}
+
+
+def image_input_name(param: str, source: InputSource) -> str:
+    """`<param><suffix>`: the suffix of the URL or URI path, or of a data URL's type, else
+    .png. Loader nodes list only files with an image suffix, so one is always there."""
+    suffix = ""
+    if source.url is not None or source.uri is not None:
+        path = urlsplit(source.url or source.uri or "").path
+        suffix = PurePosixPath(path).suffix.lower()
+    elif source.base64 is not None and (match := _DATA_URL.match(source.base64)):
+        suffix = _MIME_SUFFIXES.get(match.group(1).lower(), "")
+    return param + (suffix if suffix in _IMAGE_SUFFIXES else ".png")
+
+
+def _image_source(name: str, value: object) -> InputSource | TemplateProblem:
+    try:
+        return InputSource.model_validate(value)
+    except ValidationError as exc:
+        reasons = "; ".join(
+            "unknown key " + ".".join(map(str, e["loc"]))
+            if e["type"] == "extra_forbidden"
+            else str(e["msg"]).removeprefix("Value error, ")
+            for e in exc.errors()
+        )
+        return TemplateProblem(
+            name,
+            "image",
+            f"parameter {name!r}: not an input ({reasons}); give one of "
+            '{"base64": ...}, {"url": ...} or {"uri": ...}',
+        )
 
 
 _BOOLS = {"true": True, "false": False}
@@ -122,9 +194,4 @@ def parse_text_value(spec: ParamSpec, text: str) -> Any:
         for choice in spec.choices or ():
             if not isinstance(choice, str) and json.dumps(choice) == text:
                 return choice
-    if spec.type is ParamType.IMAGE:
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            return text
     return text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..job import InputSource
 from .manifest import Template
 from .params import ParamSpec, ParamType
 
@@ -13,7 +14,6 @@ _JSON_TYPES = {
     ParamType.INT: "integer",
     ParamType.FLOAT: "number",
     ParamType.BOOL: "boolean",
-    ParamType.IMAGE: "object",
 }
 
 
@@ -25,10 +25,11 @@ def param_schema(spec: ParamSpec, template: Template) -> dict[str, Any]:
         else:
             schema["type"] = "string"
             schema["x-choices"] = f"ComfyUI's list for {_targets(spec, template)}"
+    elif spec.type is ParamType.IMAGE:
+        # The same object as a job's inputs take.
+        schema = {k: v for k, v in InputSource.model_json_schema().items() if k != "title"}
     else:
         schema["type"] = _JSON_TYPES[spec.type]
-    if spec.type is ParamType.IMAGE:
-        schema["description"] = 'an input: {"base64": ...}, {"url": ...} or {"uri": ...}'
     if spec.minimum is not None:
         schema["minimum"] = spec.minimum
     if spec.maximum is not None:
