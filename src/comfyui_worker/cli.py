@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import cli_templates
+from .constants import JobOutcome, LogFormat
 from .exceptions import ComfyUIWorkerError, ConfigurationError
 from .execution import Executor
-from .settings import Settings
+from .observability.console import ConsoleObserver
+from .observability.logs import configure_logging
+from .settings import Settings, describe_validation_error
 from .workflow import load_workflow_file
 
 # The folders results point into: they must exist here before any job runs.
@@ -44,17 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     cli_templates.add_parser(sub)
     args = parser.parse_args(argv)
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # One INFO line per HTTP request would drown the job's own log lines.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         settings = Settings()
     except ValidationError as exc:
-        return _fail(f"invalid configuration: {exc}")
+        configure_logging(LogFormat.TEXT, verbose=args.verbose)
+        return _fail(f"invalid configuration: {describe_validation_error(exc)}")
+    configure_logging(settings.log_format, verbose=args.verbose)
     if args.command == "run":
         return _run(args, settings)
     if args.command == "templates":
@@ -81,12 +78,17 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 async def run_once(
     workflow: dict[str, Any], settings: Settings, *, prompt_id: str | None = None
 ) -> dict[str, Any]:
-    """The same path the LittleHorse task takes, for one workflow."""
+    """The same path the LittleHorse task takes, for one workflow; progress on stderr."""
     executor = Executor(settings)
-    try:
-        return (await executor.run(workflow, prompt_id=prompt_id)).to_dict()
-    finally:
-        await executor.aclose()
+    with ConsoleObserver() as observer:
+        outcome = JobOutcome.FAILED
+        try:
+            result = await executor.run(workflow, prompt_id=prompt_id, observer=observer)
+            outcome = JobOutcome.SUCCESS
+        finally:
+            observer.close(outcome)
+            await executor.aclose()
+    return result.to_dict()
 
 
 def _run_with_mock(

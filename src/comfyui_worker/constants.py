@@ -43,6 +43,22 @@ class CompletionMode(StrEnum):
     POLL = "poll"
 
 
+class LogFormat(StrEnum):
+    """How log records are written: `text` for people, `json` for log collectors."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+class JobOutcome(StrEnum):
+    """How a job ended, as the `outcome` label of comfyui_worker_jobs_finished_total."""
+
+    SUCCESS = "success"
+    BUSINESS_EXCEPTION = "business_exception"  # named, never retried
+    FAILED = "failed"  # retryable
+    CANCELLED = "cancelled"  # shutdown or lost LittleHorse connection
+
+
 class ExceptionName(StrEnum):
     """Stable LittleHorse business-exception names (`LHTaskException.name`).
 

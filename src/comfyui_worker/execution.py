@@ -33,6 +33,7 @@ from .exceptions import (
     ProtocolError,
     TransportError,
 )
+from .observability import metrics
 from .outputs import OutputDirs, OutputFile, OutputText, parse_outputs_async
 from .settings import Settings
 from .workflow import validate_workflow
@@ -43,13 +44,33 @@ WS_RECONNECT_ATTEMPTS = 3
 
 
 class JobObserver:
-    """Hooks for what happens during a job (task logs, progress, metrics). Default: log only."""
+    """Hooks for what happens during a job (task logs, progress, metrics). Default: log only.
+
+    In order: waiting -> slot_acquired -> submitted -> queued* / event* -> completed; a job
+    attached to or reused from an earlier attempt skips `submitted`.
+    """
 
     def note(self, prompt_id: str, message: str) -> None:
         log.info("prompt %s: %s", prompt_id, message)
 
+    def waiting(self, prompt_id: str) -> None:
+        """The job waits for one of this process's in-flight slots."""
+
+    def slot_acquired(self, prompt_id: str) -> None:
+        """The job holds a slot and goes to ComfyUI."""
+
+    def submitted(self, prompt_id: str, prompt: dict[str, Any]) -> None:
+        """ComfyUI accepted the prompt (the validated graph) into its queue."""
+
+    def queued(self, prompt_id: str, position: int | None) -> None:
+        """A check found the prompt pending in ComfyUI's queue (1 = next)."""
+
     def event(self, prompt_id: str, event: Event) -> None:
         """Every websocket event of this prompt (progress, executing, executed...)."""
+
+    def completed(self, prompt_id: str, entry: HistoryEntry, *, reused: bool) -> None:
+        """ComfyUI's history entry is in hand (success or not); `reused`: an earlier
+        attempt's, so its timings are not this attempt's."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,10 +132,13 @@ class Executor:
         pid = prompt_id or str(uuid.uuid4())
         deadline = asyncio.timeout(self.settings.job_deadline)
         try:
-            async with deadline, self._slots:
-                entry, reused, node_errors = await self._execute(
-                    prompt, pid, resumable=prompt_id is not None, observer=observer
-                )
+            async with deadline:
+                observer.waiting(pid)
+                async with self._slots:
+                    observer.slot_acquired(pid)
+                    entry, reused, node_errors = await self._execute(
+                        prompt, pid, resumable=prompt_id is not None, observer=observer
+                    )
         except TimeoutError as exc:
             if not deadline.expired():
                 raise
@@ -126,6 +150,7 @@ class Executor:
             # task's retry (same prompt_id) attaches to it instead of starting over.
             observer.note(pid, "cancelled; the prompt keeps running in ComfyUI")
             raise
+        observer.completed(pid, entry, reused=reused)
         raise_for_outcome(entry)
         files, texts = await parse_outputs_async(entry.outputs, self.dirs)
         observer.note(pid, f"finished with {len(files)} file(s) and {len(texts)} text(s)")
@@ -149,7 +174,7 @@ class Executor:
             if (position := (await self.client.queue()).position(pid)) is not None:
                 # Its events go to the earlier attempt's client id, so watch it by polling.
                 observer.note(pid, f"already {position} in ComfyUI; attaching to it")
-                return await self._wait_poll(pid), True, ()
+                return await self._wait_poll(pid, observer), True, ()
         stream = await self._open_stream(pid, observer)
         try:
             client_id = stream.client_id if stream else uuid.uuid4().hex
@@ -157,7 +182,10 @@ class Executor:
             for node_error in submitted.node_errors:
                 observer.note(pid, f"will not run: {node_error.describe()}")
             observer.note(pid, "submitted")
-            entry = await (self._wait_ws(pid, stream, observer) if stream else self._wait_poll(pid))
+            observer.submitted(pid, prompt)
+            entry = await (
+                self._wait_ws(pid, stream, observer) if stream else self._wait_poll(pid, observer)
+            )
         finally:
             if stream is not None:
                 await stream.close()
@@ -173,6 +201,7 @@ class Executor:
         try:
             await stream.connect()
         except TransportError as exc:
+            metrics.WS_FALLBACKS.inc()
             observer.note(pid, f"{exc}; falling back to polling")
             return None
         return stream
@@ -183,13 +212,13 @@ class Executor:
                 async with asyncio.timeout(self.settings.reconcile_interval):
                     event = await stream.next_event()
             except TimeoutError:
-                if (entry := await self._check(pid)) is not None:
+                if (entry := await self._check(pid, observer)) is not None:
                     return entry
                 continue
             except ConnectionClosed:
                 if not await self._reconnect(pid, stream, observer):
-                    return await self._wait_poll(pid)
-                if (entry := await self._check(pid)) is not None:
+                    return await self._wait_poll(pid, observer)
+                if (entry := await self._check(pid, observer)) is not None:
                     return entry
                 continue
             if event.prompt_id != pid:
@@ -197,7 +226,7 @@ class Executor:
             observer.event(pid, event)
             if event.is_done_signal(pid):
                 entry = await self.client.history(pid)
-                return entry if entry is not None else await self._wait_poll(pid)
+                return entry if entry is not None else await self._wait_poll(pid, observer)
 
     async def _reconnect(self, pid: str, stream: EventStream, observer: JobObserver) -> bool:
         """Reopen with the same client id (the old socket is gone), so our events resume."""
@@ -208,23 +237,28 @@ class Executor:
                 await stream.connect()
             except TransportError:
                 continue
+            metrics.WS_RECONNECTS.inc()
             observer.note(pid, "websocket dropped; reconnected")
             return True
+        metrics.WS_FALLBACKS.inc()
         observer.note(pid, "websocket dropped and cannot reconnect; polling instead")
         return False
 
-    async def _wait_poll(self, pid: str) -> HistoryEntry:
-        while (entry := await self._check(pid)) is None:
+    async def _wait_poll(self, pid: str, observer: JobObserver) -> HistoryEntry:
+        while (entry := await self._check(pid, observer)) is None:
             await asyncio.sleep(self.settings.poll_interval)
         return entry
 
-    async def _check(self, pid: str) -> HistoryEntry | None:
+    async def _check(self, pid: str, observer: JobObserver) -> HistoryEntry | None:
         """Reconcile with ComfyUI: the history entry once the prompt has left the queue.
 
         ComfyUI writes history and removes the prompt from the queue under one lock, so a
         prompt in neither place was dropped (restart, queue clear) and never will finish.
         """
-        if (await self.client.queue()).position(pid) is not None:
+        queue = await self.client.queue()
+        if queue.position(pid) is not None:
+            if (position := queue.pending_position(pid)) is not None:
+                observer.queued(pid, position)
             return None
         entry = await self.client.history(pid)
         if entry is None:

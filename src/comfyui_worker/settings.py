@@ -8,10 +8,22 @@ from pathlib import Path
 from typing import Annotated
 
 from dotenv import dotenv_values
-from pydantic import AliasChoices, AnyHttpUrl, Field, ValidationInfo, field_validator
+from pydantic import (
+    AliasChoices,
+    AnyHttpUrl,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .constants import DEFAULT_BASE_URL, DEFAULT_RETRYABLE_EXECUTION_ERRORS, CompletionMode
+from .constants import (
+    DEFAULT_BASE_URL,
+    DEFAULT_RETRYABLE_EXECUTION_ERRORS,
+    CompletionMode,
+    LogFormat,
+)
 from .exceptions import ConfigurationError
 
 LH_SETTING_PREFIXES = ("LHC_", "LHW_")
@@ -95,6 +107,19 @@ class Settings(BaseSettings):
                 ) from exc
         return tuple(part.strip() for part in value.split(",") if part.strip())
 
+    worker_health_port: int = Field(
+        default=8000,
+        ge=0,
+        le=65535,
+        description="Port of /healthz, /readyz, /metrics and /jobs in `serve`; 0 turns it off",
+    )
+    worker_health_host: str = Field(
+        default="0.0.0.0", min_length=1, description="Address the health server binds to"
+    )
+    log_format: LogFormat = Field(
+        default=LogFormat.TEXT, description="text (one readable line) or json (one object a line)"
+    )
+
     @field_validator("base_url", mode="before")
     @classmethod
     def _require_url(cls, value: object) -> object:
@@ -157,3 +182,30 @@ def lh_settings_from_env_file(env_file: Path = Path(".env")) -> dict[str, str]:
         for key, value in dotenv_values(env_file).items()
         if key.startswith(LH_SETTING_PREFIXES) and value is not None
     }
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per bad setting, named by its environment variable, not its field."""
+    lines = []
+    for error in exc.errors():
+        field_name = str(error["loc"][0]) if error["loc"] else "?"
+        env_name = "COMFYUI_" + field_name.removeprefix("comfyui_").upper()
+        value = error.get("input")
+        shown = (
+            f" (got {value!r})"
+            if isinstance(value, str | int | float) and not is_secret_name(env_name)
+            else ""
+        )
+        lines.append(f"{env_name}: {error['msg']}{shown}")
+    return "; ".join(lines)
+
+
+# Names of settings whose values are credentials: never logged, never echoed in errors.
+SECRET_NAME_MARKERS = ("SECRET", "PASSWORD", "TOKEN", "CREDENTIAL", "ACCESS_KEY", "PRIVATE_KEY")
+# Credentials under other names (the SDK's OAuth secret is caught by the markers as well).
+SECRET_NAMES = frozenset({"LHC_OAUTH_CLIENT_SECRET", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
+
+
+def is_secret_name(name: str) -> bool:
+    upper = name.upper()
+    return upper in SECRET_NAMES or any(marker in upper for marker in SECRET_NAME_MARKERS)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import httpx
 
 from ..exceptions import ComfyUIError, ProtocolError, ServerError, TransportError
+from ..observability import metrics
 from ..settings import Settings
 from .models import (
     HistoryEntry,
@@ -197,6 +198,7 @@ class ComfyUIClient:
             if n == retries:
                 raise error from cause
             delay = self.retry.delay(n)
+            metrics.record_http_retry(what)
             log.warning("%s failed (%s); retry %d/%d in %.2fs", what, error, n + 1, retries, delay)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -40,6 +40,10 @@ class QueueState:
             return "pending"
         return None
 
+    def pending_position(self, prompt_id: str) -> int | None:
+        """1 = the next to run after the running prompt; None when not pending."""
+        return self.pending.index(prompt_id) + 1 if prompt_id in self.pending else None
+
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
@@ -157,8 +161,11 @@ def parse_queue(body: Any) -> QueueState:
 def _queue_ids(items: Any) -> tuple[str, ...]:
     if not isinstance(items, list):
         raise ProtocolError(f"GET /queue: expected a list of items, got {_preview(items)}")
-    # Item: [number, prompt_id, prompt, extra_data, outputs_to_execute]
-    return tuple(str(item[1]) for item in items if isinstance(item, list) and len(item) > 1)
+    # Item: [number, prompt_id, prompt, extra_data, outputs_to_execute]. ComfyUI does not sort
+    # pending items; it runs the lowest number first, so sort to make the order the position.
+    found = [item for item in items if isinstance(item, list) and len(item) > 1]
+    found.sort(key=lambda item: item[0] if isinstance(item[0], int | float) else 0)
+    return tuple(str(item[1]) for item in found)
 
 
 def parse_history(body: Any, prompt_id: str) -> HistoryEntry | None:

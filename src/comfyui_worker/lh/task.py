@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from littlehorse.worker import WorkerContext
 
-from ..comfyui.events import Event
-from ..constants import PROMPT_ID_NAMESPACE
+from ..constants import PROMPT_ID_NAMESPACE, JobOutcome
 from ..exceptions import ComfyUIWorkerError
-from ..execution import Executor, JobObserver
+from ..execution import Executor
+from ..observability.logs import bind_job
+from ..observability.progress import Progress
+from ..observability.recorder import RecordingObserver, record_outputs
 from .errors import business_name, to_lh_exception
 
 TaskFunction = Callable[[dict[str, Any], WorkerContext], Awaitable[dict[str, Any]]]
@@ -22,22 +25,26 @@ def prompt_id_for(idempotency_key: str) -> str:
     return str(uuid.uuid5(PROMPT_ID_NAMESPACE, idempotency_key))
 
 
-class TaskObserver(JobObserver):
-    """Sends notable moments to the NodeRun's log output (not every progress step: that
-    output is stored by LittleHorse and must stay small)."""
+class TaskObserver(RecordingObserver):
+    """Records the job (metrics, `/jobs`) and sends notable moments to the NodeRun's log
+    output: milestones, and progress at most every 10 % or 10 s (LittleHorse stores that
+    output, so it must stay small)."""
 
     def __init__(self, ctx: WorkerContext) -> None:
+        super().__init__(
+            wf_run_id=ctx.wf_run_id.id,
+            task_run_id=ctx.task_run_id.task_guid,
+            attempt=ctx.attempt_number,
+        )
         self.ctx = ctx
 
     def note(self, prompt_id: str, message: str) -> None:
         super().note(prompt_id, message)
         self.ctx.log(f"prompt {prompt_id}: {message}")
 
-    def event(self, prompt_id: str, event: Event) -> None:
-        if event.type == "executing" and event.data.get("node") is not None:
-            self.ctx.log(f"prompt {prompt_id}: executing node {event.data['node']}")
-        elif event.type == "execution_cached" and event.data.get("nodes"):
-            self.ctx.log(f"prompt {prompt_id}: cached nodes {event.data['nodes']}")
+    def progress(self, prompt_id: str, progress: Progress) -> None:
+        super().progress(prompt_id, progress)
+        self.ctx.log(f"prompt {prompt_id}: {progress.describe()}")
 
 
 def make_task_function(executor: Executor) -> TaskFunction:
@@ -47,17 +54,37 @@ def make_task_function(executor: Executor) -> TaskFunction:
         workflow: dict[str, Any], ctx: WorkerContext
     ) -> dict[str, Any]:
         prompt_id = prompt_id_for(ctx.idempotency_key)
+        observer = TaskObserver(ctx)
+        bind_job(
+            prompt_id=prompt_id,
+            wf_run_id=observer.wf_run_id,
+            task_run_id=observer.task_run_id,
+            attempt=observer.attempt,
+        )
         ctx.log(f"attempt {ctx.attempt_number}: ComfyUI prompt_id {prompt_id}")
+        outcome, name = JobOutcome.FAILED, ""
         try:
-            result = await executor.run(workflow, prompt_id=prompt_id, observer=TaskObserver(ctx))
+            result = await executor.run(workflow, prompt_id=prompt_id, observer=observer)
+            await record_outputs(result.outputs)
+            outcome = JobOutcome.SUCCESS
         except ComfyUIWorkerError as exc:
             ctx.log(f"failed: {exc}")
-            name = business_name(
+            business = business_name(
                 exc, retryable_execution_errors=executor.settings.retryable_execution_errors
             )
-            if name is not None:
-                raise to_lh_exception(exc, name) from exc
+            name = business.value if business else type(exc).__name__
+            if business is not None:
+                outcome = JobOutcome.BUSINESS_EXCEPTION
+                raise to_lh_exception(exc, business) from exc
             raise
+        except asyncio.CancelledError:
+            outcome, name = JobOutcome.CANCELLED, "CancelledError"
+            raise
+        except Exception as exc:
+            name = type(exc).__name__
+            raise
+        finally:
+            observer.close(outcome, name)
         return result.to_dict()
 
     return execute_comfyui_workflow

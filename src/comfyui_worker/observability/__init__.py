@@ -1,0 +1,1 @@
+"""Seeing inside the sidecar: metrics, job progress, structured logs and the health server."""

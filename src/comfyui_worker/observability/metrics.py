@@ -1,0 +1,125 @@
+"""The process's Prometheus metrics (prefix `comfyui_worker_`), in one registry of our own.
+
+This module sits on the bottom floor: the HTTP client, the executor and the task record into
+it directly, and the health server's `/metrics` renders it. prometheus-client's metrics are
+thread-safe, so the health server's thread reads them while the event loop writes.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.process_collector import ProcessCollector
+
+from ..constants import JobOutcome
+
+REGISTRY = CollectorRegistry()
+# process_resident_memory_bytes and friends: the first thing to watch on a long-lived sidecar.
+ProcessCollector(registry=REGISTRY)
+
+_PREFIX = "comfyui_worker_"
+# Seconds: milliseconds of overhead up to the job deadline's scale (30 min by default).
+_LONG_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+_SHORT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+JOBS_FINISHED = Counter(
+    _PREFIX + "jobs_finished",
+    "Jobs finished, by outcome (success, business_exception, failed, cancelled) and "
+    "exception (the LittleHorse exception name, or the error type of a retryable failure)",
+    ["outcome", "exception"],
+    registry=REGISTRY,
+)
+JOBS_IN_FLIGHT = Gauge(
+    _PREFIX + "jobs_in_flight",
+    "Jobs this process holds: waiting for a slot, queued or running in ComfyUI",
+    registry=REGISTRY,
+)
+SLOT_WAIT = Histogram(
+    _PREFIX + "slot_wait_seconds",
+    "Time a job waited here for one of COMFYUI_MAX_IN_FLIGHT slots",
+    buckets=_LONG_BUCKETS,
+    registry=REGISTRY,
+)
+QUEUE_WAIT = Histogram(
+    _PREFIX + "comfyui_queue_wait_seconds",
+    "Time from submitting a prompt to ComfyUI starting it (ComfyUI's execution_start)",
+    buckets=_LONG_BUCKETS,
+    registry=REGISTRY,
+)
+EXECUTION = Histogram(
+    _PREFIX + "execution_seconds",
+    "ComfyUI's own execution time: execution_start to its end event, by ComfyUI's clock",
+    buckets=_LONG_BUCKETS,
+    registry=REGISTRY,
+)
+JOB_DURATION = Histogram(
+    _PREFIX + "job_duration_seconds",
+    "End to end: from the task starting here to its result or failure",
+    buckets=_LONG_BUCKETS,
+    registry=REGISTRY,
+)
+COMPLETION_LATENCY = Histogram(
+    _PREFIX + "completion_detection_seconds",
+    "From ComfyUI's execution_success timestamp to this worker holding the result",
+    buckets=_SHORT_BUCKETS,
+    registry=REGISTRY,
+)
+WS_RECONNECTS = Counter(
+    _PREFIX + "websocket_reconnects",
+    "ComfyUI websockets reopened after a drop during a job",
+    registry=REGISTRY,
+)
+WS_FALLBACKS = Counter(
+    _PREFIX + "websocket_fallbacks",
+    "Jobs that fell back to polling because the websocket could not be (re)opened",
+    registry=REGISTRY,
+)
+HTTP_RETRIES = Counter(
+    _PREFIX + "http_retries",
+    "Retried HTTP requests to ComfyUI, by endpoint",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+COMFYUI_RESTARTS = Counter(
+    _PREFIX + "comfyui_restarts",
+    "Times ComfyUI answered again after being unreachable",
+    registry=REGISTRY,
+)
+OUTPUTS_DELIVERED = Counter(
+    _PREFIX + "outputs_delivered",
+    "Output files delivered by successful jobs",
+    registry=REGISTRY,
+)
+OUTPUT_BYTES = Counter(
+    _PREFIX + "output_bytes_delivered",
+    "Bytes of the output files delivered by successful jobs",
+    registry=REGISTRY,
+)
+
+
+def endpoint_label(what: str) -> str:
+    """`GET /history/<id>` -> `GET /history/{id}`: one label per endpoint, not per prompt."""
+    method, _, path = what.partition(" ")
+    head, sep, _rest = path.lstrip("/").partition("/")
+    return f"{method} /{head}" + ("/{id}" if sep else "")
+
+
+def record_http_retry(what: str) -> None:
+    HTTP_RETRIES.labels(endpoint=endpoint_label(what)).inc()
+
+
+def record_finished(outcome: JobOutcome, exception: str, started: float) -> None:
+    """`started` is a `time.monotonic()` reading from when the task began."""
+    JOBS_FINISHED.labels(outcome=outcome.value, exception=exception).inc()
+    JOB_DURATION.observe(max(0.0, time.monotonic() - started))
+
+
+def record_delivered(count: int, size: int) -> None:
+    OUTPUTS_DELIVERED.inc(count)
+    OUTPUT_BYTES.inc(size)
+
+
+def render() -> bytes:
+    """The Prometheus text exposition of everything above."""
+    return generate_latest(REGISTRY)

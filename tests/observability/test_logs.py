@@ -1,0 +1,114 @@
+"""JSON and text log records, the job's ids on them, and credentials kept out of them."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from comfyui_worker.cli import main
+from comfyui_worker.constants import LogFormat
+from comfyui_worker.observability.logs import (
+    Redactor,
+    bind_job,
+    configure_logging,
+    secret_values,
+)
+
+SECRET = "s3cr3t-value-that-must-not-leak"
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+async def test_json_lines_parse_and_carry_the_jobs_ids(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LHC_OAUTH_CLIENT_SECRET", SECRET)
+    stream = io.StringIO()
+    configure_logging(LogFormat.JSON, verbose=True, stream=stream)
+    log = logging.getLogger("comfyui_worker.test")
+
+    async def job() -> None:
+        bind_job(prompt_id="p-1", wf_run_id="wf-1", task_run_id="guid-1", attempt=2)
+        log.info("submitted with %s", SECRET)
+        try:
+            raise RuntimeError(f"token {SECRET} refused")
+        except RuntimeError:
+            log.debug("failed", exc_info=True)
+
+    await asyncio.create_task(job())
+    log.warning("between jobs")  # the job's context stayed with its task
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [r["message"] for r in lines] == ["submitted with ***", "failed", "between jobs"]
+    first, second, third = lines
+    assert first["level"] == "INFO" and first["logger"] == "comfyui_worker.test"
+    assert first["time"].endswith("+00:00") and "T" in first["time"]
+    assert (first["prompt_id"], first["wf_run_id"], first["task_run_id"], first["attempt"]) == (
+        "p-1",
+        "wf-1",
+        "guid-1",
+        2,
+    )
+    assert "RuntimeError: token *** refused" in second["exc_info"]
+    assert "prompt_id" not in third
+    assert SECRET not in stream.getvalue()
+
+
+def test_text_format_stays_as_before_and_is_redacted_too(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COMFYUI_STORE_SECRET_ACCESS_KEY", SECRET)
+    stream = io.StringIO()
+    configure_logging(LogFormat.TEXT, stream=stream)
+    logging.getLogger("comfyui_worker.x").info("key is %s", SECRET)
+    logging.getLogger("comfyui_worker.x").debug("not at INFO")
+    (line,) = stream.getvalue().splitlines()
+    assert line.endswith(" INFO comfyui_worker.x: key is ***")
+
+
+def test_only_credential_settings_count_as_secrets() -> None:
+    env = {
+        "LHC_OAUTH_CLIENT_SECRET": "abcdef",
+        "AWS_SECRET_ACCESS_KEY": "wxyz1234",
+        "COMFYUI_S3_PASSWORD": "hunter22",
+        "LHC_API_TOKEN": "tok",  # too short to be worth redacting ordinary words for
+        "LHC_API_HOST": "littlehorse",
+        "COMFYUI_OUTPUT_DIR": "/comfyui/output",
+    }
+    assert set(secret_values(env)) == {"abcdef", "wxyz1234", "hunter22"}
+    assert Redactor(["abcdef"])("x abcdef y abcdef") == "x *** y ***"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("COMFYUI_LOG_FORMAT", "yaml", "COMFYUI_LOG_FORMAT: Input should be 'text' or 'json'"),
+        ("COMFYUI_WORKER_HEALTH_PORT", "70000", "COMFYUI_WORKER_HEALTH_PORT: Input should be"),
+        ("COMFYUI_WORKER_HEALTH_PORT", "-1", "COMFYUI_WORKER_HEALTH_PORT: Input should be"),
+        ("COMFYUI_WORKER_HEALTH_PORT", "http", "COMFYUI_WORKER_HEALTH_PORT: Input should be"),
+    ],
+)
+def test_bad_observability_settings_name_the_variable(
+    restore_logging: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    value: str,
+    expected: str,
+) -> None:
+    monkeypatch.setenv(name, value)
+    assert main(["serve"]) == 1
+    err = capsys.readouterr().err
+    assert "comfyui-worker: error: invalid configuration: " in err and expected in err
+    assert repr(value) in err
