@@ -1,10 +1,15 @@
-"""Keep what the LittleHorse SDK imports but a worker seldom uses out of `serve`'s memory.
+"""Keep modules that libraries import but the worker does not use out of its memory.
 
-littlehorse-client imports authlib's requests integration when it is imported (with authlib
-come requests, urllib3 and cryptography: about 17 MB of resident memory and 0.1 s), for one
-class, `OAuth2Session`, used only by workers that authenticate with OAuth. A placeholder
-module stands in for it until then: its `OAuth2Session` imports the real class when first
-called, and any other name loads the real module at once.
+- littlehorse-client imports authlib's requests integration when it is imported (with it come
+  authlib, requests, urllib3 and cryptography: about 12 MB of resident memory and 0.1 s) for
+  one class, `OAuth2Session`, used only by workers that authenticate with OAuth. A
+  placeholder module stands in for it: its `OAuth2Session` imports the real class when first
+  called, and any other name loads the real module at once.
+- httpx imports its command-line client when it is imported, which loads click and pygments
+  when they happen to be installed (about 4 MB). The worker never runs that client; the
+  `httpx` command, a process of its own, is unaffected.
+
+Both only apply when they come first: once a library is loaded it is left as it is.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from types import ModuleType
 from typing import Any
 
 OAUTH_MODULE = "authlib.integrations.requests_client"
+HTTPX_CLI_MODULE = "httpx._main"
 
 
 class _Placeholder(ModuleType):
@@ -42,3 +48,9 @@ def defer_oauth_import() -> None:
     placeholder = _Placeholder(OAUTH_MODULE)
     placeholder.OAuth2Session = _oauth2_session  # type: ignore[attr-defined]
     sys.modules[OAUTH_MODULE] = placeholder
+
+
+def skip_httpx_cli() -> None:
+    """httpx falls back to a stub `main` when its CLI module cannot be imported."""
+    if "httpx" not in sys.modules:
+        sys.modules.setdefault(HTTPX_CLI_MODULE, None)  # type: ignore[arg-type]

@@ -1,4 +1,5 @@
-"""The LittleHorse SDK's OAuth client is loaded only when OAuth is used, and then works."""
+"""What libraries import but serve does not use stays out of its memory: the LittleHorse SDK's
+OAuth client until OAuth is used (and then it works), httpx's command-line client."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-OAUTH_ONLY = ("authlib.jose", "requests", "urllib3", "cryptography")
+# OAuth's (authlib.jose, requests, urllib3, cryptography) and httpx's CLI's (click, pygments).
+UNUSED = ("authlib.jose", "requests", "urllib3", "cryptography", "click", "pygments")
 
 
 class TokenEndpoint(BaseHTTPRequestHandler):
@@ -50,10 +52,10 @@ def python(code: str, **env: str) -> list[str]:
     return run.stdout.split()
 
 
-def test_serve_does_not_load_the_oauth_client() -> None:
+def test_serve_does_not_load_what_it_does_not_use() -> None:
     loaded = python(
         "import sys, comfyui_worker.cli, comfyui_worker.lh.worker, comfyui_worker.lh.task\n"
-        f"print(*[m for m in {OAUTH_ONLY!r} if m in sys.modules])"
+        f"print(*[m for m in {UNUSED!r} if m in sys.modules])"
     )
     assert loaded == []
 
@@ -69,3 +71,11 @@ def test_the_sdk_still_fetches_an_oauth_token(token_url: str) -> None:
     )
     assert token == "t0k3n"
     assert module == "authlib.integrations.requests_client.oauth2_session"
+
+
+def test_httpx_still_works_without_its_cli() -> None:
+    assert python(
+        "import comfyui_worker, httpx\n"
+        "print(httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(204)))"
+        ".get('http://x/').status_code)"
+    ) == ["204"]
