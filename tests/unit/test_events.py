@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from comfyui_worker.comfyui.events import EventStream, parse_event
+from comfyui_worker.comfyui.events import EventStream, parse_event, proxy_for
 from comfyui_worker.exceptions import TransportError
 
 
@@ -37,3 +38,43 @@ async def test_connect_failure_is_a_transport_error() -> None:
     stream = EventStream("ws://127.0.0.1:9", "cid", open_timeout=2)
     with pytest.raises(TransportError, match=r"websocket ws://127.0.0.1:9/ws\?clientId=cid"):
         await stream.connect()
+
+
+@pytest.fixture
+def proxy_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    for name in ("ws_proxy", "wss_proxy", "socks_proxy", "https_proxy", "http_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    proxy_for.cache_clear()
+    yield monkeypatch
+    proxy_for.cache_clear()
+
+
+def test_proxy_comes_from_the_environment_as_websockets_chooses_it(
+    proxy_env: pytest.MonkeyPatch,
+) -> None:
+    proxy_env.setenv("https_proxy", "http://proxy.internal:3128")
+    proxy_env.setenv("no_proxy", "comfyui.local")
+    assert proxy_for("ws://gpu-1:8188") == "http://proxy.internal:3128"
+    assert proxy_for("ws://comfyui.local:8188") is None
+
+
+def test_proxy_is_looked_up_once_per_url(proxy_env: pytest.MonkeyPatch) -> None:
+    assert proxy_for("ws://gpu-1:8188") is None
+    # The environment is read once: the worker's own does not change while it runs.
+    proxy_env.setenv("ws_proxy", "http://proxy.internal:3128")
+    assert proxy_for("ws://gpu-1:8188") is None
+    assert proxy_for("ws://gpu-2:8188") == "http://proxy.internal:3128"
+
+
+async def test_connect_goes_through_the_proxy(proxy_env: pytest.MonkeyPatch) -> None:
+    proxy_env.setenv("ws_proxy", "http://127.0.0.1:9")  # nothing listens there
+    stream = EventStream("ws://comfyui.invalid:8188", "cid", open_timeout=2)
+    # Refused by the proxy's address, not a failed DNS lookup of ComfyUI's.
+    with pytest.raises(TransportError, match=r"Connect call failed \('127.0.0.1', 9\)"):
+        await stream.connect()
+
+
+async def test_invalid_url_is_a_transport_error() -> None:
+    with pytest.raises(TransportError, match="unavailable"):
+        await EventStream("http://not-a-ws-url", "cid").connect()
