@@ -12,3 +12,8 @@ from captures import load_capture
 @pytest.fixture
 def capture() -> Any:
     return load_capture
+
+
+# Fixtures shared by the media tests: moto's S3 server and a loopback file server.
+from http_files import file_server  # noqa: E402, F401
+from s3_server import moto_s3, s3  # noqa: E402, F401

@@ -1,4 +1,4 @@
-"""`comfyui-worker run | serve | register`."""
+"""`comfyui-worker run | job | schema | serve | register`."""
 
 from __future__ import annotations
 
@@ -14,15 +14,18 @@ from pydantic import ValidationError
 
 from . import cli_templates
 from .constants import JobOutcome, LogFormat
-from .exceptions import ComfyUIWorkerError, ConfigurationError
+from .exceptions import ComfyUIWorkerError, ConfigurationError, InvalidJobError
 from .execution import Executor
+from .job import Job, job_json_schema, parse_job
 from .observability.console import ConsoleObserver
 from .observability.logs import configure_logging
+from .runner import Media, run_job, run_workflow
 from .settings import Settings, describe_validation_error
 from .workflow import load_workflow_file
 
 # The folders results point into: they must exist here before any job runs.
 RESULT_DIRS = ("output_dir", "temp_dir")
+SCHEMAS = {"job": job_json_schema}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,10 +44,21 @@ def main(argv: list[str] | None = None) -> int:
         help="start the bundled mock ComfyUI in-process and run against it",
     )
     run_p.add_argument("--prompt-id", help="reuse/attach to this ComfyUI prompt_id")
-    sub.add_parser("serve", help="serve the LittleHorse task (production entrypoint)")
-    sub.add_parser("register", help="create the LittleHorse TaskDef (idempotent)")
+    job_p = sub.add_parser(
+        "job", help="run one job envelope file (as the task run-comfyui-job) and print the result"
+    )
+    job_p.add_argument("job", type=Path, help="job JSON: workflow or template, inputs, output")
+    job_p.add_argument("--mock", action="store_true", help="run against the bundled mock")
+    job_p.add_argument("--prompt-id", help="reuse/attach to this ComfyUI prompt_id")
+    schema_p = sub.add_parser("schema", help="print a JSON Schema")
+    schema_p.add_argument("name", choices=sorted(SCHEMAS), help="job: the run-comfyui-job envelope")
+    sub.add_parser("serve", help="serve the LittleHorse tasks (production entrypoint)")
+    sub.add_parser("register", help="create the LittleHorse TaskDefs (idempotent)")
     cli_templates.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "schema":
+        print(json.dumps(SCHEMAS[args.name](), indent=2))
+        return 0
 
     try:
         settings = Settings()
@@ -52,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(LogFormat.TEXT, verbose=args.verbose)
         return _fail(f"invalid configuration: {describe_validation_error(exc)}")
     configure_logging(settings.log_format, verbose=args.verbose)
-    if args.command == "run":
+    if args.command in ("run", "job"):
         return _run(args, settings)
     if args.command == "templates":
         return cli_templates.run(args, settings)
@@ -63,36 +77,60 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        workflow = load_workflow_file(args.workflow, max_bytes=settings.max_workflow_bytes)
+        what: dict[str, Any] | Job = (
+            load_workflow_file(args.workflow, max_bytes=settings.max_workflow_bytes)
+            if args.command == "run"
+            else _load_job(args.job)
+        )
         if args.mock:
-            result = _run_with_mock(workflow, args.prompt_id, settings)
+            result = _run_with_mock(what, args.prompt_id, settings)
         else:
             settings.check_dirs(*RESULT_DIRS)
-            result = asyncio.run(run_once(workflow, settings, prompt_id=args.prompt_id))
+            result = asyncio.run(run_once(what, settings, prompt_id=args.prompt_id))
     except ComfyUIWorkerError as exc:
         return _fail(f"{type(exc).__name__}: {exc}")
     print(json.dumps(result, indent=2))
     return 0
 
 
+def _load_job(path: Path) -> Job:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidJobError(f"cannot read job file {path}: {exc}") from exc
+    try:
+        return parse_job(text)
+    except InvalidJobError as exc:
+        raise InvalidJobError(f"{path}: {exc}", errors=exc.errors) from exc
+
+
 async def run_once(
-    workflow: dict[str, Any], settings: Settings, *, prompt_id: str | None = None
+    what: dict[str, Any] | Job, settings: Settings, *, prompt_id: str | None = None
 ) -> dict[str, Any]:
-    """The same path the LittleHorse task takes, for one workflow; progress on stderr."""
+    """The same path the LittleHorse tasks take, for one workflow or job; progress on stderr."""
     executor = Executor(settings)
+    media = Media(settings, executor.client)
     with ConsoleObserver() as observer:
         outcome = JobOutcome.FAILED
         try:
-            result = await executor.run(workflow, prompt_id=prompt_id, observer=observer)
+            if isinstance(what, Job):
+                result = await run_job(
+                    what, executor=executor, media=media, prompt_id=prompt_id, observer=observer
+                )
+            else:
+                result = await run_workflow(
+                    what, executor=executor, media=media, prompt_id=prompt_id, observer=observer
+                )
             outcome = JobOutcome.SUCCESS
         finally:
             observer.close(outcome)
+            await media.aclose()
             await executor.aclose()
-    return result.to_dict()
+    return result
 
 
 def _run_with_mock(
-    workflow: dict[str, Any], prompt_id: str | None, settings: Settings
+    what: dict[str, Any] | Job, prompt_id: str | None, settings: Settings
 ) -> dict[str, Any]:
     try:
         from comfyui_mock.runner import MockComfyUIThread
@@ -109,16 +147,17 @@ def _run_with_mock(
                 "input_dir": mock.input_dir,
             }
         )
-        return asyncio.run(run_once(workflow, mocked, prompt_id=prompt_id))
+        return asyncio.run(run_once(what, mocked, prompt_id=prompt_id))
 
 
 def _register(settings: Settings) -> int:
-    from .lh.task import make_task_function
-    from .lh.worker import TaskDefError, lh_config, register
+    from .lh.worker import TaskDefError, lh_config, register_all, task_functions
 
     try:
-        # The Executor only lends the task function its signature; it opens no connection.
-        print(register(lh_config(settings), make_task_function(Executor(settings))))
+        # The Executor only lends the task functions their signatures; it opens no connection.
+        executor = Executor(settings)
+        tasks = task_functions(executor, Media(settings, executor.client))
+        print("\n".join(register_all(lh_config(settings), tasks)))
     except TaskDefError as exc:
         return _fail(str(exc))
     except Exception as exc:  # grpc errors: unreachable server, auth

@@ -59,6 +59,31 @@ class JobOutcome(StrEnum):
     CANCELLED = "cancelled"  # shutdown or lost LittleHorse connection
 
 
+class OutputMode(StrEnum):
+    """How output files reach the caller (COMFYUI_OUTPUT_MODE, or per job)."""
+
+    PATH = "path"  # paths on ComfyUI's volume, as mounted here
+    BASE64 = "base64"  # inline in the result, for small outputs
+    STORE = "store"  # uploaded to COMFYUI_OUTPUT_STORE; the result says where
+
+
+class CleanupMode(StrEnum):
+    """What a job removes from ComfyUI's folders once it is done (COMFYUI_CLEANUP)."""
+
+    NONE = "none"
+    INPUTS = "inputs"  # the files uploaded for the job, after it ends
+    OUTPUTS = "outputs"  # its output files, after a successful store upload
+    ALL = "all"
+
+    @property
+    def inputs(self) -> bool:
+        return self in (CleanupMode.INPUTS, CleanupMode.ALL)
+
+    @property
+    def outputs(self) -> bool:
+        return self in (CleanupMode.OUTPUTS, CleanupMode.ALL)
+
+
 class ExceptionName(StrEnum):
     """Stable LittleHorse business-exception names (`LHTaskException.name`).
 

@@ -11,23 +11,26 @@ unknown keys are refused, so a typo never silently drops what the caller meant.
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .constants import OutputMode
 from .exceptions import InvalidJobError
+
+__all__ = [
+    "BoundTemplate",
+    "InputSource",
+    "Job",
+    "OutputMode",
+    "OutputSpec",
+    "TemplateBinder",
+    "job_json_schema",
+    "parse_job",
+]
 
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 """S3's limit for a SigV4-presigned URL."""
-
-
-class OutputMode(StrEnum):
-    """How output files reach the caller."""
-
-    PATH = "path"  # paths on ComfyUI's volume, as mounted here
-    BASE64 = "base64"  # inline in the result, for small outputs
-    STORE = "store"  # uploaded to COMFYUI_OUTPUT_STORE, the result says where
 
 
 class InputSource(BaseModel):

@@ -15,18 +15,22 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .constants import (
     DEFAULT_BASE_URL,
     DEFAULT_RETRYABLE_EXECUTION_ERRORS,
+    CleanupMode,
     CompletionMode,
     LogFormat,
+    OutputMode,
 )
 from .exceptions import ConfigurationError
 
 LH_SETTING_PREFIXES = ("LHC_", "LHW_")
+STORE_SCHEMES = ("s3", "gs", "az")
 
 
 class Settings(BaseSettings):
@@ -119,6 +123,61 @@ class Settings(BaseSettings):
     log_format: LogFormat = Field(
         default=LogFormat.TEXT, description="text (one readable line) or json (one object a line)"
     )
+
+    output_mode: OutputMode = Field(
+        default=OutputMode.PATH,
+        description="How outputs are delivered unless a job says otherwise: path | base64 | store",
+    )
+    output_store: str | None = Field(
+        default=None,
+        description="Where store mode uploads outputs: s3://bucket/prefix (gs://, az:// too)",
+    )
+    max_inline_bytes: int = Field(
+        default=700_000,
+        gt=0,
+        description="base64 mode: most base64 text one result may carry",
+    )
+    store_part_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        description="store mode: multipart upload part size (S3's minimum is 5 MiB)",
+    )
+    store_timeout: float = Field(default=60.0, gt=0, description="Seconds per object-store request")
+    max_input_bytes: int = Field(
+        default=50_000_000, gt=0, description="Largest accepted input file"
+    )
+    input_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds to fetch one input (URL or object store)"
+    )
+    input_allow_private_urls: bool = Field(
+        default=False,
+        description="Allow input URLs on private, loopback and link-local addresses",
+    )
+    cleanup: CleanupMode = Field(
+        default=CleanupMode.NONE,
+        description="Remove a job's uploaded inputs and/or stored outputs from ComfyUI's folders",
+    )
+
+    @field_validator("output_store")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        scheme, sep, rest = value.strip().partition("://")
+        if not sep or scheme not in STORE_SCHEMES or not rest.split("/")[0]:
+            raise ValueError(
+                f"COMFYUI_OUTPUT_STORE must look like s3://bucket/prefix (or gs://, az://), "
+                f"got {value!r}"
+            )
+        return value.strip().rstrip("/")
+
+    @model_validator(mode="after")
+    def _store_mode_needs_a_store(self) -> Settings:
+        if self.output_mode is OutputMode.STORE and self.output_store is None:
+            raise ValueError(
+                "COMFYUI_OUTPUT_MODE=store needs COMFYUI_OUTPUT_STORE (e.g. s3://bucket/prefix)"
+            )
+        return self
 
     @field_validator("base_url", mode="before")
     @classmethod

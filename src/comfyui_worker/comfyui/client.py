@@ -10,8 +10,10 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -19,6 +21,7 @@ import httpx
 from ..exceptions import ComfyUIError, ProtocolError, ServerError, TransportError
 from ..observability import metrics
 from ..settings import Settings
+from ..streams import HashingReader
 from .models import (
     HistoryEntry,
     QueueState,
@@ -158,6 +161,35 @@ class ComfyUIClient:
             return False
         return True
 
+    # -- files ---------------------------------------------------------------------------
+
+    async def upload_image(self, path: Path, filename: str) -> UploadResult:
+        """POST /upload/image: `path`'s bytes into the input folder as `filename`.
+
+        With overwrite, the name we ask for is the name we get (ComfyUI would otherwise pick
+        "name (1).png" when different bytes are there). The body streams from disk.
+        """
+
+        async def attempt(_: int) -> UploadResult:
+            boundary = uuid.uuid4().hex
+            response = await self._http.post(
+                "/upload/image",
+                content=_multipart(
+                    boundary, path, filename, {"type": "input", "overwrite": "true"}
+                ),
+                headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+            )
+            _raise_for_status(response)
+            body = _require_dict(_json(response), "/upload/image")
+            name = body.get("name")
+            if not isinstance(name, str) or not name:
+                raise ProtocolError(f"POST /upload/image: no name in ComfyUI's answer {body!r}")
+            return UploadResult(
+                name=name, subfolder=str(body.get("subfolder") or ""), type=str(body.get("type"))
+            )
+
+        return await self._with_retries("POST /upload/image", attempt)
+
     # -- plumbing ------------------------------------------------------------------------
 
     async def _get_json(self, path: str) -> Any:
@@ -202,6 +234,36 @@ class ComfyUIClient:
             log.warning("%s failed (%s); retry %d/%d in %.2fs", what, error, n + 1, retries, delay)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+@dataclass(frozen=True, slots=True)
+class UploadResult:
+    name: str
+    subfolder: str
+    type: str
+
+    @property
+    def annotated(self) -> str:
+        """How a loader node refers to the file: "subfolder/name" or just "name"."""
+        return f"{self.subfolder}/{self.name}" if self.subfolder else self.name
+
+
+async def _multipart(
+    boundary: str, path: Path, filename: str, fields: dict[str, str]
+) -> AsyncIterator[bytes]:
+    """multipart/form-data with the file as `image`, read in chunks off the event loop."""
+    for name, value in fields.items():
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        ).encode()
+    quoted = filename.replace("\\", "\\\\").replace('"', '\\"')
+    yield (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{quoted}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    async for chunk in HashingReader(path).chunks():
+        yield chunk
+    yield f"\r\n--{boundary}--\r\n".encode()
 
 
 def _raise_for_status(response: httpx.Response) -> None:

@@ -1,10 +1,12 @@
-"""The `execute-comfyui-workflow` task function the LittleHorse worker runs."""
+"""The task functions the LittleHorse worker runs: `execute-comfyui-workflow` and
+`run-comfyui-job`."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from littlehorse.worker import WorkerContext
@@ -12,9 +14,13 @@ from littlehorse.worker import WorkerContext
 from ..constants import PROMPT_ID_NAMESPACE, JobOutcome
 from ..exceptions import ComfyUIWorkerError
 from ..execution import Executor
+from ..job import TemplateBinder, parse_job
+from ..observability import metrics
 from ..observability.logs import bind_job
 from ..observability.progress import Progress
-from ..observability.recorder import RecordingObserver, record_outputs
+from ..observability.recorder import RecordingObserver
+from ..runner import Media, run_job, run_workflow
+from ..settings import Settings
 from .errors import business_name, to_lh_exception
 
 TaskFunction = Callable[[dict[str, Any], WorkerContext], Awaitable[dict[str, Any]]]
@@ -47,44 +53,86 @@ class TaskObserver(RecordingObserver):
         self.ctx.log(f"prompt {prompt_id}: {progress.describe()}")
 
 
-def make_task_function(executor: Executor) -> TaskFunction:
-    """Bind the task to this process's Executor (client pool and in-flight limit)."""
+def make_task_function(executor: Executor, media: Media | None = None) -> TaskFunction:
+    """Bind `execute-comfyui-workflow` to this process's Executor (client pool, in-flight
+    limit) and media (the deployment's default output mode)."""
+    media = media or Media(executor.settings, executor.client)
 
     async def execute_comfyui_workflow(
         workflow: dict[str, Any], ctx: WorkerContext
     ) -> dict[str, Any]:
-        prompt_id = prompt_id_for(ctx.idempotency_key)
-        observer = TaskObserver(ctx)
-        bind_job(
-            prompt_id=prompt_id,
-            wf_run_id=observer.wf_run_id,
-            task_run_id=observer.task_run_id,
-            attempt=observer.attempt,
-        )
-        ctx.log(f"attempt {ctx.attempt_number}: ComfyUI prompt_id {prompt_id}")
-        outcome, name = JobOutcome.FAILED, ""
-        try:
-            result = await executor.run(workflow, prompt_id=prompt_id, observer=observer)
-            await record_outputs(result.outputs)
-            outcome = JobOutcome.SUCCESS
-        except ComfyUIWorkerError as exc:
-            ctx.log(f"failed: {exc}")
-            business = business_name(
-                exc, retryable_execution_errors=executor.settings.retryable_execution_errors
+        async with _task_run(ctx, executor.settings) as (prompt_id, observer):
+            result = await run_workflow(
+                workflow, executor=executor, media=media, prompt_id=prompt_id, observer=observer
             )
-            name = business.value if business else type(exc).__name__
-            if business is not None:
-                outcome = JobOutcome.BUSINESS_EXCEPTION
-                raise to_lh_exception(exc, business) from exc
-            raise
-        except asyncio.CancelledError:
-            outcome, name = JobOutcome.CANCELLED, "CancelledError"
-            raise
-        except Exception as exc:
-            name = type(exc).__name__
-            raise
-        finally:
-            observer.close(outcome, name)
-        return result.to_dict()
+            _record_delivered(result)
+            return result
 
     return execute_comfyui_workflow
+
+
+def make_job_task_function(
+    executor: Executor, media: Media | None = None, templates: TemplateBinder | None = None
+) -> TaskFunction:
+    """Bind `run-comfyui-job` (the job envelope) to this process's Executor and media."""
+    media = media or Media(executor.settings, executor.client)
+
+    async def run_comfyui_job(job: dict[str, Any], ctx: WorkerContext) -> dict[str, Any]:
+        async with _task_run(ctx, executor.settings) as (prompt_id, observer):
+            result = await run_job(
+                parse_job(job),
+                executor=executor,
+                media=media,
+                templates=templates,
+                prompt_id=prompt_id,
+                observer=observer,
+            )
+            _record_delivered(result)
+            return result
+
+    return run_comfyui_job
+
+
+@contextlib.asynccontextmanager
+async def _task_run(
+    ctx: WorkerContext, settings: Settings
+) -> AsyncIterator[tuple[str, TaskObserver]]:
+    """One attempt of a task: its prompt id and observer, its outcome recorded, and our
+    errors as LittleHorse sees them (named business exceptions, or retryable)."""
+    prompt_id = prompt_id_for(ctx.idempotency_key)
+    observer = TaskObserver(ctx)
+    bind_job(
+        prompt_id=prompt_id,
+        wf_run_id=observer.wf_run_id,
+        task_run_id=observer.task_run_id,
+        attempt=observer.attempt,
+    )
+    ctx.log(f"attempt {ctx.attempt_number}: ComfyUI prompt_id {prompt_id}")
+    outcome, name = JobOutcome.FAILED, ""
+    try:
+        yield prompt_id, observer
+        outcome = JobOutcome.SUCCESS
+    except ComfyUIWorkerError as exc:
+        ctx.log(f"failed: {exc}")
+        business = business_name(
+            exc, retryable_execution_errors=settings.retryable_execution_errors
+        )
+        name = business.value if business else type(exc).__name__
+        if business is not None:
+            outcome = JobOutcome.BUSINESS_EXCEPTION
+            raise to_lh_exception(exc, business) from exc
+        raise
+    except asyncio.CancelledError:
+        outcome, name = JobOutcome.CANCELLED, "CancelledError"
+        raise
+    except Exception as exc:
+        name = type(exc).__name__
+        raise
+    finally:
+        observer.close(outcome, name)
+
+
+def _record_delivered(result: dict[str, Any]) -> None:
+    """Count the files a successful job delivered and their bytes (the manifest has sizes)."""
+    files = result.get("files", [])
+    metrics.record_delivered(len(files), sum(int(f.get("size", 0)) for f in files))

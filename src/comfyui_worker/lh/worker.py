@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import signal
 
@@ -13,10 +14,11 @@ from littlehorse.config import LHConfig
 from littlehorse.model import TaskDef, TaskDefId, VariableType
 from littlehorse.worker import LHTaskWorker, WorkerContext
 
-from ..constants import TASK_NAME
+from ..constants import JOB_TASK_NAME, TASK_NAME
 from ..execution import Executor
+from ..runner import Media
 from ..settings import Settings, lh_settings_from_env_file
-from .task import TaskFunction, make_task_function
+from .task import TaskFunction, make_job_task_function, make_task_function
 
 log = logging.getLogger(__name__)
 
@@ -51,44 +53,59 @@ def lh_config(settings: Settings) -> LHConfig:
     return config
 
 
-def register(config: LHConfig, task: TaskFunction) -> str:
+def task_functions(executor: Executor, media: Media) -> dict[str, TaskFunction]:
+    """Every task this worker serves, by TaskDef name."""
+    return {
+        TASK_NAME: make_task_function(executor, media),
+        JOB_TASK_NAME: make_job_task_function(executor, media),
+    }
+
+
+def register(config: LHConfig, task: TaskFunction, name: str = TASK_NAME) -> str:
     """Put the TaskDef `task`'s signature describes. An identical existing one is fine; a
     conflicting one raises TaskDefConflictError. Credentials that may not write TaskDefs are
     fine when ours is already there. Blocking (the SDK's sync gRPC stub)."""
     try:
-        littlehorse.create_task_def(task, TASK_NAME, config)
+        littlehorse.create_task_def(task, name, config)
     except grpc.RpcError as exc:
-        existing = _existing_task_def(config)
+        existing = _existing_task_def(config, name)
         if existing is not None and _same_signature(existing, task):
             # Least-privilege credentials: may run tasks, may not write TaskDefs.
             log.warning(
                 "cannot put TaskDef %r (%s: %s), but it exists with this worker's signature; "
                 "serving it",
-                TASK_NAME,
+                name,
                 exc.code().name,
                 exc.details(),
             )
-            return f"TaskDef {TASK_NAME!r} already registered"
+            return f"TaskDef {name!r} already registered"
         if existing is not None:
+            params = ", ".join(
+                f"{p}: JSON_OBJ" for p in inspect.signature(task).parameters if p != "ctx"
+            )
             raise TaskDefConflictError(
-                f"TaskDef {TASK_NAME!r} already exists with a different signature "
-                f"({describe_task_def(existing)}); this worker needs (workflow: JSON_OBJ) -> "
+                f"TaskDef {name!r} already exists with a different signature "
+                f"({describe_task_def(existing)}); this worker needs ({params}) -> "
                 "JSON_OBJ. TaskDefs are immutable: delete the old one (lhctl delete taskDef "
-                f"{TASK_NAME}) once no WfSpec uses it, then register again."
+                f"{name}) once no WfSpec uses it, then register again."
             ) from exc
         if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
             raise
         raise TaskDefMissingError(
-            f"cannot create TaskDef {TASK_NAME!r}: LittleHorse answered {exc.code().name}: "
+            f"cannot create TaskDef {name!r}: LittleHorse answered {exc.code().name}: "
             f"{exc.details()}; and it does not exist yet. Register it once with credentials "
             "allowed to write TaskDefs (comfyui-worker register)."
         ) from exc
-    return f"TaskDef {TASK_NAME!r} registered"
+    return f"TaskDef {name!r} registered"
 
 
-def _existing_task_def(config: LHConfig) -> TaskDef | None:
+def register_all(config: LHConfig, tasks: dict[str, TaskFunction]) -> list[str]:
+    return [register(config, task, name) for name, task in tasks.items()]
+
+
+def _existing_task_def(config: LHConfig, name: str) -> TaskDef | None:
     try:
-        task_def: TaskDef = config.stub().GetTaskDef(TaskDefId(name=TASK_NAME), timeout=30)
+        task_def: TaskDef = config.stub().GetTaskDef(TaskDefId(name=name), timeout=30)
     except grpc.RpcError as exc:
         if exc.code() == grpc.StatusCode.NOT_FOUND:
             return None
@@ -127,31 +144,34 @@ async def serve(settings: Settings, config: LHConfig | None = None) -> None:
     """Run the worker until SIGTERM/SIGINT (signal handlers need the main thread)."""
     config = config or lh_config(settings)
     executor = Executor(settings)
-    task = make_task_function(executor)
-    # The SDK refuses to start without the TaskDef; creating it here (idempotent) also turns a
-    # conflicting one into a clear error instead of the SDK's signature mismatch.
-    log.info(await asyncio.to_thread(register, config, task))
-    if not await executor.client.check_health():
-        log.warning(
-            "ComfyUI at %s is not answering yet; tasks will retry until it does",
-            settings.base_url_str,
-        )
-    worker = LHTaskWorker(task, TASK_NAME, config)
-    log.info(
-        "serving %r: ComfyUI %s, %d job(s) in flight, %d task slot(s) per LittleHorse host",
-        TASK_NAME,
-        settings.base_url_str,
-        settings.max_in_flight,
-        config.num_worker_threads,
-    )
+    media = Media(settings, executor.client)
+    tasks = task_functions(executor, media)
     try:
-        await _run_until_signal(worker)
+        # The SDK refuses to start without the TaskDefs; creating them here (idempotent) also
+        # turns a conflicting one into a clear error instead of the SDK's signature mismatch.
+        for line in await asyncio.to_thread(register_all, config, tasks):
+            log.info(line)
+        if not await executor.client.check_health():
+            log.warning(
+                "ComfyUI at %s is not answering yet; tasks will retry until it does",
+                settings.base_url_str,
+            )
+        workers = [LHTaskWorker(task, name, config) for name, task in tasks.items()]
+        log.info(
+            "serving %s: ComfyUI %s, %d job(s) in flight, %d task slot(s) per LittleHorse host",
+            ", ".join(repr(name) for name in tasks),
+            settings.base_url_str,
+            settings.max_in_flight,
+            config.num_worker_threads,
+        )
+        await _run_until_signal(workers)
     finally:
+        await media.aclose()
         await executor.aclose()
 
 
-async def _run_until_signal(worker: LHTaskWorker) -> None:
-    """Run the worker until SIGTERM/SIGINT.
+async def _run_until_signal(workers: list[LHTaskWorker]) -> None:
+    """Run the workers until SIGTERM/SIGINT (or until one of them stops).
 
     Not `littlehorse.start()`: its stop() leaves start() asleep in the SDK's 60 s heartbeat,
     so the process would linger for up to a minute after SIGTERM. Prompts already in ComfyUI
@@ -161,20 +181,25 @@ async def _run_until_signal(worker: LHTaskWorker) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = asyncio.create_task(worker.start(), name="lh-worker")
+    runners = [
+        asyncio.create_task(worker.start(), name=f"lh-worker-{i}")
+        for i, worker in enumerate(workers)
+    ]
     stopping = asyncio.create_task(stop.wait(), name="stop-signal")
     try:
-        await asyncio.wait({runner, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if runner.done():
-            runner.result()  # e.g. LittleHorse unreachable at start: raise it
-            return
-        log.info("signal received: stopping the worker")
-        # stop() reads the TaskDef start() fetched: AttributeError if it never got there.
-        with contextlib.suppress(AttributeError):
-            worker.stop()
+        await asyncio.wait({*runners, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        for runner in runners:
+            if runner.done():
+                runner.result()  # e.g. LittleHorse unreachable at start: raise it
+                return
+        log.info("signal received: stopping the workers")
+        for worker in workers:
+            # stop() reads the TaskDef start() fetched: AttributeError if it never got there.
+            with contextlib.suppress(AttributeError):
+                worker.stop()
     finally:
-        for task in (runner, stopping):
+        for task in (*runners, stopping):
             task.cancel()
-        await asyncio.gather(runner, stopping, return_exceptions=True)
+        await asyncio.gather(*runners, stopping, return_exceptions=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

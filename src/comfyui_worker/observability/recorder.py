@@ -4,9 +4,7 @@ LittleHorse task sends them to the NodeRun log, `run` to a progress bar)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -123,19 +121,3 @@ def _timestamp(entry: HistoryEntry, events: Iterable[str]) -> float | None:
         if data is not None and isinstance(value := data.get("timestamp"), int | float):
             return float(value) / 1000.0
     return None
-
-
-async def record_outputs(paths: list[str]) -> None:
-    """Count the files a successful job delivers and their bytes (stat off the loop)."""
-    size = await asyncio.to_thread(_total_size, paths)
-    metrics.record_delivered(len(paths), size)
-
-
-def _total_size(paths: list[str]) -> int:
-    total = 0
-    for path in paths:
-        try:
-            total += os.stat(path).st_size
-        except OSError:
-            continue  # a file ComfyUI reported but that is gone: counted, not sized
-    return total

@@ -1,0 +1,156 @@
+"""After the job: its output files delivered as paths, inline base64 or objects in a store.
+
+Store keys are `<prefix>/<prompt_id>/<node_id>/<filename>`: the same for every attempt of one
+TaskRun, so a retry overwrites what an earlier attempt uploaded, and a retry that reuses a
+finished prompt delivers its outputs again. A job succeeds only once every file is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..constants import OutputMode
+from ..exceptions import InvalidJobError, OutputError, OutputTooLargeError
+from ..execution import JobResult
+from ..outputs import OutputFile
+from ..settings import Settings
+from ..streams import hash_file
+from .manifest import DeliveredFile, mime_of
+from .store import Location, ObjectStores
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRequest:
+    """How one job wants its outputs: the envelope's `output`, defaults applied."""
+
+    mode: OutputMode
+    presign_seconds: int | None = None
+
+
+class Delivery:
+    """Delivers a JobResult's files the way a job asks; one per process."""
+
+    def __init__(self, settings: Settings, stores: ObjectStores) -> None:
+        self.settings = settings
+        self.stores = stores
+        self.store_root = Location.parse(settings.output_store) if settings.output_store else None
+
+    def request(self, mode: OutputMode | None, presign_seconds: int | None) -> OutputRequest:
+        """The job's choices with the deployment's defaults; refuses what cannot be done."""
+        chosen = mode or self.settings.output_mode
+        if chosen is OutputMode.STORE and self.store_root is None:
+            raise InvalidJobError(
+                "output mode 'store' needs an object store, and this worker has none "
+                "(COMFYUI_OUTPUT_STORE is not set)"
+            )
+        if presign_seconds is not None and chosen is not OutputMode.STORE:
+            raise InvalidJobError(
+                f"output.presign_seconds only applies to output mode 'store', not {chosen.value!r}"
+            )
+        return OutputRequest(chosen, presign_seconds)
+
+    async def deliver(self, result: JobResult, request: OutputRequest) -> dict[str, Any]:
+        """The task result with `files` typed and `outputs` as the mode delivers them."""
+        if request.mode is OutputMode.STORE:
+            files = [await self.store_file(f, result.prompt_id, request) for f in result.files]
+        elif request.mode is OutputMode.BASE64:
+            files = await self.inline(result.files)
+        else:
+            files = [await describe(f) for f in result.files]
+        out = result.to_dict()
+        out["outputs"] = [f.delivered(request.mode) for f in files]
+        out["files"] = [f.as_dict() for f in files]
+        return out
+
+    def key_for(self, prompt_id: str, file: OutputFile) -> Location:
+        assert self.store_root is not None
+        prefix = f"{self.store_root.key}/" if self.store_root.key else ""
+        return Location(
+            self.store_root.scheme,
+            self.store_root.bucket,
+            f"{prefix}{prompt_id}/{file.node_id}/{file.filename}",
+        )
+
+    async def store_file(
+        self, file: OutputFile, prompt_id: str, request: OutputRequest
+    ) -> DeliveredFile:
+        path = await _existing(file)
+        where = self.key_for(prompt_id, file)
+        stored = await self.stores.upload(path, where, mime=mime_of(file.filename))
+        url = (
+            await self.stores.presign(where, request.presign_seconds)
+            if request.presign_seconds
+            else None
+        )
+        log.info("prompt %s: %s -> %s (%d bytes)", prompt_id, path, stored.uri, stored.size)
+        return DeliveredFile.describe(
+            file, size=stored.size, sha256=stored.sha256, uri=stored.uri, url=url
+        )
+
+    async def inline(self, files: list[OutputFile]) -> list[DeliveredFile]:
+        sizes = [(await _existing(f)).stat().st_size for f in files]
+        carried = sum(inline_chars(f, size) for f, size in zip(files, sizes, strict=True))
+        if carried > self.settings.max_inline_bytes:
+            raise OutputTooLargeError(
+                f"the {len(files)} output file(s) ({sum(sizes)} bytes) would carry {carried} "
+                f"characters of base64 in the result, over COMFYUI_MAX_INLINE_BYTES "
+                f"({self.settings.max_inline_bytes}); use output mode 'store' for outputs "
+                "this large",
+                size=carried,
+                limit=self.settings.max_inline_bytes,
+            )
+        return [await _inline_one(f) for f in files]
+
+
+def inline_chars(file: OutputFile, size: int) -> int:
+    """Characters base64 mode adds for one file: in `files` and as a data URL in `outputs`."""
+    encoded = 4 * ((size + 2) // 3)
+    return 2 * encoded + len(f"data:{mime_of(file.filename)};base64,")
+
+
+async def describe(file: OutputFile) -> DeliveredFile:
+    size, sha256 = await hash_file(await _existing(file))
+    return DeliveredFile.describe(file, size=size, sha256=sha256)
+
+
+async def _inline_one(file: OutputFile) -> DeliveredFile:
+    data = await asyncio.to_thread(Path(file.path).read_bytes)
+    size, sha256 = len(data), await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+    encoded = base64.b64encode(data).decode("ascii")
+    return DeliveredFile.describe(file, size=size, sha256=sha256, base64=encoded)
+
+
+async def _existing(file: OutputFile) -> Path:
+    path = Path(file.path)
+    if not await asyncio.to_thread(path.is_file):
+        raise OutputError(f"node {file.node_id} output {file.filename!r} is not on disk at {path}")
+    return path
+
+
+async def remove_files(paths: list[Path], *, inside: Path | None = None) -> None:
+    """COMFYUI_CLEANUP, best effort: a read-only mount must not fail a finished job.
+
+    Relative paths are taken under `inside`, and nothing outside it is touched.
+    """
+
+    def remove() -> None:
+        root = inside.resolve() if inside is not None else None
+        for path in paths:
+            target = (root / path).resolve() if root is not None else path
+            if root is not None and not target.is_relative_to(root):
+                log.warning("cleanup: %s is outside %s; left alone", path, root)
+                continue
+            try:
+                target.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("cleanup: cannot remove %s: %s", target, exc)
+
+    await asyncio.to_thread(remove)

@@ -1,0 +1,177 @@
+"""Download an input URL to a file: http(s) only, no private addresses, a size cap, a timeout.
+
+The address check runs on what the name resolves to, and the connection goes to exactly that
+address (the URL's host stays in the Host header and TLS SNI, so certificates still verify):
+a name that resolves to a public address for the check and a private one for the connection
+cannot slip through. Redirects are followed by hand so that every hop is checked the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from ..exceptions import InputFetchError, InvalidInputError
+from ..streams import FileSink
+
+MAX_REDIRECTS = 5
+SCHEMES = ("http", "https")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+AddressPolicy = Callable[[IPAddress], bool]
+
+
+def public_only(address: IPAddress) -> bool:
+    """True for globally routable unicast addresses (no private, loopback, link-local...)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+def any_address(address: IPAddress) -> bool:
+    return True
+
+
+class UrlFetcher:
+    """One pooled httpx client for input downloads (not ComfyUI's: other timeouts, no proxy)."""
+
+    def __init__(
+        self,
+        *,
+        max_bytes: int,
+        timeout: float,
+        allowed: AddressPolicy = public_only,
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self.allowed = allowed
+        # trust_env off: an HTTP(S)_PROXY would connect for us, to an address we never checked.
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def fetch(self, name: str, url: str, dest: Path) -> tuple[int, str]:
+        """Stream `url` into `dest`: (size, sha256).
+
+        Raises InvalidInputError, or InputFetchError when a later attempt may succeed.
+        """
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._fetch(name, url, dest)
+        except TimeoutError as exc:
+            raise InputFetchError(
+                f"downloading {url} took longer than {self.timeout:g} s",
+                input_name=name,
+                rule="timeout",
+            ) from exc
+
+    async def _fetch(self, name: str, url: str, dest: Path) -> tuple[int, str]:
+        for _ in range(MAX_REDIRECTS + 1):
+            request = await self._pinned_request(name, url)
+            try:
+                response = await self._http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                raise InputFetchError(
+                    f"cannot download {url}: {type(exc).__name__}: {exc or 'no detail'}",
+                    input_name=name,
+                    rule="fetch",
+                ) from exc
+            try:
+                if response.is_redirect and "location" in response.headers:
+                    url = str(httpx.URL(url).join(response.headers["location"]))
+                    continue
+                _check_status(name, url, response)
+                return await self._save(name, url, response, dest)
+            finally:
+                await response.aclose()
+        raise InvalidInputError(
+            f"more than {MAX_REDIRECTS} redirects from {url}", input_name=name, rule="redirects"
+        )
+
+    async def _pinned_request(self, name: str, url: str) -> httpx.Request:
+        """A GET of `url` that connects to the checked address of its host."""
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise InvalidInputError(
+                f"invalid URL {url!r}: {exc}", input_name=name, rule="url"
+            ) from exc
+        if parsed.scheme not in SCHEMES:
+            raise InvalidInputError(
+                f"URL scheme {parsed.scheme or '(none)'!r} is not allowed, only http and https",
+                input_name=name,
+                rule="url-scheme",
+            )
+        if not parsed.host:
+            raise InvalidInputError(f"URL {url!r} has no host", input_name=name, rule="url")
+        address = await self._resolve(name, parsed)
+        request = self._http.build_request("GET", parsed)  # Host header from the URL
+        request.url = parsed.copy_with(host=str(address))
+        request.extensions["sni_hostname"] = parsed.host
+        return request
+
+    async def _resolve(self, name: str, url: httpx.URL) -> IPAddress:
+        host = url.host
+        try:
+            addresses = [ipaddress.ip_address(host)]
+        except ValueError:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    host,
+                    url.port or (443 if url.scheme == "https" else 80),
+                    type=socket.SOCK_STREAM,
+                )
+            except OSError as exc:
+                raise InputFetchError(
+                    f"cannot resolve {host!r}: {exc}", input_name=name, rule="dns"
+                ) from exc
+            # Every address must pass: the connection may go to any of them.
+            addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+        for address in addresses:
+            if not self.allowed(address):
+                resolved = "" if str(address) == host else f" resolves to {address}, which"
+                raise InvalidInputError(
+                    f"URL host {host!r}{resolved} is a private, loopback or link-local "
+                    "address; refused (COMFYUI_INPUT_ALLOW_PRIVATE_URLS=true allows it)",
+                    input_name=name,
+                    rule="private-address",
+                )
+        return addresses[0]
+
+    async def _save(
+        self, name: str, url: str, response: httpx.Response, dest: Path
+    ) -> tuple[int, str]:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            raise _too_large(name, url, int(declared), self.max_bytes)
+        async with FileSink(dest) as sink:
+            async for chunk in response.aiter_bytes():
+                if sink.size + len(chunk) > self.max_bytes:
+                    raise _too_large(name, url, sink.size + len(chunk), self.max_bytes)
+                await sink.write(chunk)
+        return sink.size, sink.sha256
+
+
+def _check_status(name: str, url: str, response: httpx.Response) -> None:
+    if response.status_code < 300:
+        return
+    what = f"{url} answered HTTP {response.status_code}"
+    if response.status_code >= 500 or response.status_code in (408, 429):
+        raise InputFetchError(what, input_name=name, rule="fetch")
+    raise InvalidInputError(what, input_name=name, rule="url-status")
+
+
+def _too_large(name: str, url: str, size: int, limit: int) -> InvalidInputError:
+    return InvalidInputError(
+        f"{url} is larger than COMFYUI_MAX_INPUT_BYTES ({size} > {limit} bytes)",
+        input_name=name,
+        rule="max-bytes",
+    )

@@ -1,0 +1,210 @@
+"""Object storage through obstore: output uploads, input downloads, presigned URLs.
+
+Credentials, region and endpoint come from the standard variables (AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP;
+GOOGLE_* and AZURE_* for gs:// and az://), read by obstore itself, which also follows the
+rest of each cloud's credential chain (web identity, instance metadata). Error messages name
+the bucket and the store's error code, never a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import obstore
+from obstore.exceptions import (
+    BaseError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
+from obstore.store import AzureStore, GCSStore, S3Store, from_url
+
+from ..exceptions import (
+    InputFetchError,
+    InvalidInputError,
+    OutputStoreDeniedError,
+    OutputStoreError,
+)
+from ..settings import Settings
+from ..streams import FileSink, HashingReader
+
+if TYPE_CHECKING:
+    from obstore.store import ObjectStore
+
+# obstore raises Python's FileNotFoundError / PermissionError for not found / denied.
+STORE_ERRORS = (BaseError, FileNotFoundError, PermissionError)
+# Uploads in flight per file: with `part_bytes` parts this bounds the memory one upload uses.
+UPLOAD_CONCURRENCY = 2
+SHA256_ATTRIBUTE = "sha256"
+# S3 error codes that no retry can fix: credentials refused or the bucket missing.
+DENIED_CODES = (
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "NoSuchBucket",
+    "AllAccessDisabled",
+    "AccountProblem",
+    "InvalidToken",
+    "ExpiredToken",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """`scheme://bucket/key`, split."""
+
+    scheme: str
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, uri: str) -> Location:
+        scheme, sep, rest = uri.partition("://")
+        bucket, _, key = rest.partition("/")
+        if not sep or not scheme or not bucket:
+            raise ValueError(f"{uri!r} is not scheme://bucket/key")
+        return cls(scheme, bucket, key.strip("/"))
+
+    def uri(self, key: str | None = None) -> str:
+        return f"{self.scheme}://{self.bucket}/{self.key if key is None else key}"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    key: str
+    uri: str
+    size: int
+    sha256: str
+    e_tag: str | None
+
+
+class ObjectStores:
+    """One obstore client per bucket, built on first use from the environment."""
+
+    def __init__(self, *, timeout: float, retries: int, part_bytes: int) -> None:
+        self.timeout = timeout
+        self.retries = retries
+        self.part_bytes = part_bytes
+        self._stores: dict[tuple[str, str], ObjectStore] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ObjectStores:
+        return cls(
+            timeout=settings.store_timeout,
+            retries=settings.retries,
+            part_bytes=settings.store_part_bytes,
+        )
+
+    def store(self, scheme: str, bucket: str) -> ObjectStore:
+        if (scheme, bucket) not in self._stores:
+            self._stores[(scheme, bucket)] = from_url(
+                f"{scheme}://{bucket}",
+                retry_config={
+                    "max_retries": self.retries,
+                    "retry_timeout": timedelta(seconds=self.timeout),
+                },
+            )
+        return self._stores[(scheme, bucket)]
+
+    async def upload(self, path: Path, where: Location, *, mime: str) -> StoredObject:
+        """Stream `path` to `where` (multipart above one part), hashing in the same read."""
+        reader = HashingReader(path)
+        size = (await asyncio.to_thread(path.stat)).st_size
+        try:
+            result = await obstore.put_async(
+                self.store(where.scheme, where.bucket),
+                where.key,
+                reader.chunks(),
+                attributes={"Content-Type": mime},
+                chunk_size=self.part_bytes,
+                use_multipart=size > self.part_bytes,
+                max_concurrency=UPLOAD_CONCURRENCY,
+            )
+        except STORE_ERRORS as exc:
+            raise store_error(exc, where, "upload") from exc
+        return StoredObject(
+            key=where.key,
+            uri=where.uri(),
+            size=reader.size,
+            sha256=reader.sha256,
+            e_tag=result.get("e_tag"),
+        )
+
+    async def presign(self, where: Location, seconds: int) -> str:
+        store = self.store(where.scheme, where.bucket)
+        if not isinstance(store, S3Store | GCSStore | AzureStore):
+            raise OutputStoreError(f"{where.scheme}:// cannot presign URLs", bucket=where.bucket)
+        try:
+            return str(
+                await obstore.sign_async(store, "GET", where.key, timedelta(seconds=seconds))
+            )
+        except STORE_ERRORS as exc:
+            raise store_error(exc, where, "presign") from exc
+
+    async def download(self, name: str, uri: str, dest: Path, *, max_bytes: int) -> tuple[int, str]:
+        """An input's object into `dest`, refused past `max_bytes`: (size, sha256)."""
+        try:
+            where = Location.parse(uri)
+            store = self.store(where.scheme, where.bucket)
+        except (ValueError, *STORE_ERRORS) as exc:
+            raise InvalidInputError(
+                f"cannot use object-store URI {uri!r}: {_first_line(exc)}",
+                input_name=name,
+                rule="uri",
+            ) from exc
+        try:
+            result = await obstore.get_async(store, where.key)
+            if result.meta["size"] > max_bytes:
+                raise InvalidInputError(
+                    f"{uri} is larger than COMFYUI_MAX_INPUT_BYTES "
+                    f"({result.meta['size']} > {max_bytes} bytes)",
+                    input_name=name,
+                    rule="max-bytes",
+                )
+            async with FileSink(dest) as sink:
+                async for chunk in result.stream(min_chunk_size=1024 * 1024):
+                    await sink.write(bytes(chunk))
+        except STORE_ERRORS as exc:
+            error = store_error(exc, where, "download")
+            cls = (
+                InvalidInputError if isinstance(error, OutputStoreDeniedError) else InputFetchError
+            )
+            raise cls(str(error), input_name=name, rule="uri") from exc
+        return sink.size, sink.sha256
+
+
+def store_error(exc: Exception, where: Location, action: str) -> OutputStoreError:
+    """Denied (credentials refused, bucket or object missing) or retryable (the rest)."""
+    code = _s3_code(str(exc))
+    denied = PermissionDeniedError | UnauthenticatedError | PermissionError
+    if isinstance(exc, denied) or code in DENIED_CODES:
+        why = "the bucket does not exist" if code == "NoSuchBucket" else "access was refused"
+        return OutputStoreDeniedError(
+            f"{action} of {where.uri()} failed: {why} ({code or type(exc).__name__}); check "
+            f"the bucket {where.bucket!r} and the store credentials",
+            bucket=where.bucket,
+        )
+    if isinstance(exc, NotFoundError | FileNotFoundError):
+        return OutputStoreDeniedError(
+            f"{action} of {where.uri()} failed: not found in bucket {where.bucket!r}",
+            bucket=where.bucket,
+        )
+    return OutputStoreError(
+        f"{action} of {where.uri()} failed (retryable): {_first_line(exc)}", bucket=where.bucket
+    )
+
+
+def _s3_code(message: str) -> str | None:
+    match = re.search(r"<Code>([A-Za-z]+)</Code>", message)
+    return match.group(1) if match else None
+
+
+def _first_line(exc: Any) -> str:
+    # obstore appends a multi-line debug dump; the first line says what happened.
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__

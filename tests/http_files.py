@@ -1,0 +1,75 @@
+"""A loopback HTTP server for input-URL tests: files, redirects, errors, slow and endless bodies."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+from aiohttp import web
+
+
+@dataclass
+class FileServer:
+    url: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    requests: list[str] = field(default_factory=list)
+
+    def file_url(self, name: str, host: str | None = None) -> str:
+        base = self.url if host is None else self.url.replace("127.0.0.1", host)
+        return f"{base}/files/{name}"
+
+
+@pytest.fixture
+async def file_server() -> AsyncIterator[FileServer]:
+    server = FileServer(url="")
+    closing = asyncio.Event()
+
+    async def files(request: web.Request) -> web.StreamResponse:
+        server.requests.append(request.path)
+        data = server.files.get(request.match_info["name"])
+        if data is None:
+            return web.Response(status=404)
+        return web.Response(body=data)
+
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        server.requests.append(request.path)
+        raise web.HTTPFound(request.query["to"])
+
+    async def status(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=int(request.match_info["code"]))
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        """Chunked, no Content-Length: only counting while streaming can stop it."""
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(10_000):
+            await response.write(b"x" * 65536)
+        return response
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await closing.wait()  # answers only when the fixture ends
+        return web.Response(body=b"late")
+
+    async def loop(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/loop")
+
+    app = web.Application()
+    app.router.add_get("/files/{name}", files)
+    app.router.add_get("/redirect", redirect)
+    app.router.add_get("/status/{code}", status)
+    app.router.add_get("/endless", endless)
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/loop", loop)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    server.url = f"http://127.0.0.1:{port}"
+    try:
+        yield server
+    finally:
+        closing.set()
+        await runner.cleanup()

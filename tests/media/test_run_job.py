@@ -1,0 +1,291 @@
+"""`run_job` end to end against the mock ComfyUI and moto's S3: inputs in, outputs out."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from comfyui_mock.handle import MockHandle
+from comfyui_worker.exceptions import (
+    InvalidInputError,
+    InvalidJobError,
+    OutputTooLargeError,
+    UnknownTemplateError,
+)
+from comfyui_worker.execution import Executor
+from comfyui_worker.job import InputSource, parse_job
+from comfyui_worker.runner import Media, run_job, run_workflow
+from comfyui_worker.settings import Settings
+from http_files import FileServer
+from mock_settings import settings_for
+from s3_server import S3
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"photo-bytes" * 100
+
+
+def workflow(image: str = "photo.png") -> dict[str, Any]:
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": image}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "job"}},
+    }
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    executor: Executor
+    media: Media
+
+    async def run(self, job: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return await run_job(parse_job(job), executor=self.executor, media=self.media, **kwargs)
+
+
+@pytest.fixture
+async def make_stack(comfyui_mock: MockHandle) -> AsyncIterator[Any]:
+    made: list[Stack] = []
+
+    def make(**overrides: Any) -> Stack:
+        settings = settings_for(comfyui_mock, **{"input_allow_private_urls": True, **overrides})
+        executor = Executor(settings)
+        stack = Stack(settings, executor, Media(settings, executor.client))
+        made.append(stack)
+        return stack
+
+    yield make
+    for stack in made:
+        await stack.media.aclose()
+        await stack.executor.aclose()
+
+
+def b64(data: bytes) -> dict[str, str]:
+    return {"base64": base64.b64encode(data).decode()}
+
+
+async def test_store_mode_uploads_outputs_under_deterministic_keys(
+    make_stack: Any, s3: S3, comfyui_mock: MockHandle
+) -> None:
+    stack = make_stack(output_store=f"s3://{s3.bucket}/renders")
+    pid = str(uuid.uuid4())
+    job = {
+        "workflow": workflow(),
+        "inputs": {"photo.png": {"base64": "data:image/png;base64," + b64(PNG)["base64"]}},
+        "output": {"mode": "store", "presign_seconds": 600},
+    }
+    result = await stack.run(job, prompt_id=pid)
+    (entry,) = result["files"]
+    key = f"renders/{pid}/3/{entry['filename']}"
+    data = Path(entry["path"]).read_bytes()
+    assert entry["uri"] == f"s3://{s3.bucket}/{key}" and result["outputs"] == [entry["uri"]]
+    assert s3.get(key) == data
+    assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["size"] == len(data)
+    assert (entry["kind"], entry["mime"]) == ("image", "image/jpeg")
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(entry["url"])).content == data
+    # The input went up under a name unique to the job, and the node was pointed at it.
+    uploaded = result["inputs"]["photo.png"]
+    assert uploaded["uploaded"] == f"{pid}-photo.png" and uploaded["nodes"] == ["1"]
+    assert (comfyui_mock.input_dir / uploaded["uploaded"]).read_bytes() == PNG
+    assert uploaded["sha256"] == hashlib.sha256(PNG).hexdigest()
+
+    # A retry of the same TaskRun (same prompt id) reuses the prompt and overwrites the keys.
+    again = await stack.run(job, prompt_id=pid)
+    assert again["reused"] is True and again["files"][0]["uri"] == entry["uri"]
+    assert s3.keys("renders/") == [key]
+    assert comfyui_mock.executions(pid) == 1
+
+
+async def test_two_jobs_with_the_same_input_name_see_their_own_bytes(
+    make_stack: Any, comfyui_mock: MockHandle
+) -> None:
+    stack = make_stack()
+    comfyui_mock.set_job_delay(0.2)
+    a, b = PNG + b"A", PNG + b"B"
+    results = await asyncio.gather(
+        stack.run({"workflow": workflow(), "inputs": {"photo.png": b64(a)}}),
+        stack.run({"workflow": workflow(), "inputs": {"photo.png": b64(b)}}),
+    )
+    names = [r["inputs"]["photo.png"]["uploaded"] for r in results]
+    assert names[0] != names[1]
+    assert [(comfyui_mock.input_dir / n).read_bytes() for n in names] == [a, b]
+    for result, name in zip(results, names, strict=True):
+        entry = await _history_prompt(comfyui_mock, result["prompt_id"])
+        assert entry["1"]["inputs"]["image"] == name
+
+
+async def _history_prompt(mock: MockHandle, prompt_id: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=mock.url) as http:
+        history = (await http.get(f"/history/{prompt_id}")).json()
+    prompt: dict[str, Any] = history[prompt_id]["prompt"][2]
+    return prompt
+
+
+async def test_url_input_from_a_loopback_server(
+    make_stack: Any, file_server: FileServer, comfyui_mock: MockHandle
+) -> None:
+    file_server.files["m.png"] = PNG
+    stack = make_stack()
+    result = await stack.run(
+        {
+            "workflow": workflow("mask.png"),
+            "inputs": {"mask.png": {"url": file_server.file_url("m.png")}},
+        }
+    )
+    name = result["inputs"]["mask.png"]["uploaded"]
+    assert (comfyui_mock.input_dir / name).read_bytes() == PNG
+
+    refusing = make_stack(input_allow_private_urls=False)
+    with pytest.raises(InvalidInputError) as err:
+        await refusing.run(
+            {
+                "workflow": workflow("mask.png"),
+                "inputs": {"mask.png": {"url": file_server.file_url("m.png")}},
+            }
+        )
+    assert err.value.input_name == "mask.png" and err.value.rule == "private-address"
+
+
+async def test_store_uri_input(
+    make_stack: Any, s3: S3, comfyui_mock: MockHandle, tmp_path: Path
+) -> None:
+    import obstore
+
+    await obstore.put_async(s3.store(), "in/clip.png", PNG)
+    stack = make_stack()
+    result = await stack.run(
+        {"workflow": workflow(), "inputs": {"photo.png": {"uri": f"s3://{s3.bucket}/in/clip.png"}}}
+    )
+    assert (comfyui_mock.input_dir / result["inputs"]["photo.png"]["uploaded"]).read_bytes() == PNG
+
+
+@pytest.mark.parametrize(
+    ("inputs", "rule", "says"),
+    [
+        ({"photo.png": {"base64": "not base64!"}}, "base64", "is not valid base64"),
+        ({"photo.png": {"base64": ""}}, "empty", "is empty"),
+        ({"other.png": b64(PNG)}, "unreferenced", "no node of the workflow"),
+        ({"photo.png": {"url": "ftp://example.com/x.png"}}, "url-scheme", "not allowed"),
+        ({"photo.png": b64(b"x" * 2000)}, "max-bytes", "COMFYUI_MAX_INPUT_BYTES"),
+    ],
+)
+async def test_bad_inputs_name_the_input_and_the_rule(
+    make_stack: Any, comfyui_mock: MockHandle, inputs: dict[str, Any], rule: str, says: str
+) -> None:
+    stack = make_stack(max_input_bytes=1500)
+    with pytest.raises(InvalidInputError) as err:
+        await stack.run({"workflow": workflow(), "inputs": inputs})
+    assert err.value.rule == rule and says in str(err.value)
+    assert err.value.input_name in str(err.value)
+    assert comfyui_mock.request_count("/prompt", "POST") == 0  # nothing ran
+
+
+async def test_base64_mode_inlines_small_outputs_and_refuses_large_ones(
+    make_stack: Any,
+) -> None:
+    stack = make_stack(max_inline_bytes=200_000)
+    result = await stack.run(
+        {"workflow": workflow(), "inputs": {"photo.png": b64(PNG)}, "output": {"mode": "base64"}}
+    )
+    (entry,) = result["files"]
+    data = Path(entry["path"]).read_bytes()
+    assert base64.b64decode(entry["base64"]) == data
+    assert result["outputs"] == [f"data:image/jpeg;base64,{entry['base64']}"]
+    assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+
+    small = make_stack(max_inline_bytes=1000)
+    with pytest.raises(OutputTooLargeError) as err:
+        await small.run(
+            {
+                "workflow": workflow(),
+                "inputs": {"photo.png": b64(PNG)},
+                "output": {"mode": "base64"},
+            }
+        )
+    assert "COMFYUI_MAX_INLINE_BYTES (1000)" in str(err.value) and "'store'" in str(err.value)
+
+
+async def test_path_mode_manifest(make_stack: Any) -> None:
+    result = await make_stack().run({"workflow": workflow(), "inputs": {"photo.png": b64(PNG)}})
+    (entry,) = result["files"]
+    data = Path(entry["path"]).read_bytes()
+    assert result["outputs"] == [entry["path"]]
+    assert entry["size"] == len(data) and entry["sha256"] == hashlib.sha256(data).hexdigest()
+    assert "uri" not in entry and "base64" not in entry
+
+
+async def test_store_mode_needs_a_store(make_stack: Any) -> None:
+    with pytest.raises(InvalidJobError) as err:
+        await make_stack().run({"workflow": workflow(), "output": {"mode": "store"}})
+    assert "COMFYUI_OUTPUT_STORE is not set" in str(err.value)
+    with pytest.raises(InvalidJobError) as presign:
+        await make_stack().run({"workflow": workflow(), "output": {"presign_seconds": 60}})
+    assert "only applies to output mode 'store'" in str(presign.value)
+
+
+async def test_cleanup_removes_inputs_and_stored_outputs(
+    make_stack: Any, s3: S3, comfyui_mock: MockHandle
+) -> None:
+    stack = make_stack(output_store=f"s3://{s3.bucket}", cleanup="all")
+    result = await stack.run(
+        {"workflow": workflow(), "inputs": {"photo.png": b64(PNG)}, "output": {"mode": "store"}}
+    )
+    assert not (comfyui_mock.input_dir / result["inputs"]["photo.png"]["uploaded"]).exists()
+    (entry,) = result["files"]
+    assert not Path(entry["path"]).exists()
+    assert s3.get(entry["uri"].split("/", 3)[3]) != b""
+
+
+@dataclass
+class Bound:
+    workflow: dict[str, Any]
+    params: dict[str, Any]
+    inputs: dict[str, InputSource]
+
+
+class Binder:
+    async def bind(self, name: str, params: dict[str, Any]) -> Bound:
+        if name != "invert":
+            raise UnknownTemplateError(f"no template {name!r}", template=name)
+        source = InputSource(base64=b64(PNG)["base64"])
+        return Bound(workflow(), {**params, "seed": 7}, {"photo.png": source})
+
+
+async def test_templates_plug_in_through_the_binder(
+    make_stack: Any, comfyui_mock: MockHandle
+) -> None:
+    stack = make_stack()
+    job = {"template": "invert", "params": {"strength": 1}}
+    with pytest.raises(UnknownTemplateError) as err:
+        await stack.run(job)
+    assert "templates are not configured" in str(err.value) and "COMFYUI_TEMPLATES_DIR" in str(
+        err.value
+    )
+    result = await stack.run(job, templates=Binder())
+    assert result["params"] == {"strength": 1, "seed": 7}
+    assert (comfyui_mock.input_dir / result["inputs"]["photo.png"]["uploaded"]).read_bytes() == PNG
+    with pytest.raises(InvalidInputError) as dup:
+        await stack.run({**job, "inputs": {"photo.png": b64(PNG)}}, templates=Binder())
+    assert dup.value.rule == "duplicate"
+
+
+async def test_execute_workflow_applies_the_default_mode(make_stack: Any, s3: S3) -> None:
+    stack = make_stack(output_store=f"s3://{s3.bucket}/d", output_mode="store")
+    wf = workflow()
+    wf["1"] = {
+        "class_type": "EmptyImage",
+        "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0},
+    }
+    result = await run_workflow(
+        wf, executor=stack.executor, media=stack.media, prompt_id=str(uuid.uuid4())
+    )
+    (entry,) = result["files"]
+    assert result["outputs"] == [entry["uri"]] and entry["uri"].startswith(f"s3://{s3.bucket}/d/")
