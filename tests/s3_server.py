@@ -53,10 +53,10 @@ def moto_s3() -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture
-def s3(moto_s3: str, monkeypatch: pytest.MonkeyPatch) -> S3:
+def aws_env(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
+    """The standard AWS_* variables for an S3 endpoint on loopback, as production sets them."""
     for name, value in {
-        "AWS_ENDPOINT_URL": moto_s3,
+        "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": SECRET,
         "AWS_REGION": "us-east-1",
@@ -64,6 +64,11 @@ def s3(moto_s3: str, monkeypatch: pytest.MonkeyPatch) -> S3:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+
+
+@pytest.fixture
+def s3(moto_s3: str, monkeypatch: pytest.MonkeyPatch) -> S3:
+    aws_env(monkeypatch, moto_s3)
     bucket = f"bucket-{next(_buckets)}"
     httpx.put(f"{moto_s3}/{bucket}", timeout=10).raise_for_status()
     return S3(moto_s3, bucket)

@@ -4,6 +4,7 @@ ComfyUI and moto's S3: what LittleHorse is told, and what lands in the store."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +18,7 @@ from comfyui_worker.execution import Executor
 from comfyui_worker.lh.task import make_job_task_function
 from comfyui_worker.lh.worker import register
 from comfyui_worker.runner import Media
+from comfyui_worker.settings import Settings
 from lh.fake_server import FakeLittleHorse, decode_report, running_worker
 from mock_settings import settings_for
 from s3_server import S3, SECRET
@@ -44,20 +46,27 @@ def fake() -> Any:
         yield server
 
 
-@pytest.fixture
-async def worker(fake: FakeLittleHorse, comfyui_mock: MockHandle, s3: S3) -> AsyncIterator[None]:
-    settings = settings_for(
-        comfyui_mock, output_store=f"s3://{s3.bucket}/out", max_inline_bytes=2000
-    )
+@contextlib.asynccontextmanager
+async def serving(fake: FakeLittleHorse, settings: Settings) -> AsyncIterator[None]:
+    """A worker process's worth serving run-comfyui-job: Executor, media, real LHTaskWorker."""
     executor = Executor(settings)
     media = Media(settings, executor.client)
     config = fake.config(num_worker_threads=2)
     task = make_job_task_function(executor, media)
     register(config, task, JOB_TASK_NAME)
-    async with running_worker(fake, LHTaskWorker(task, JOB_TASK_NAME, config), JOB_TASK_NAME):
+    try:
+        async with running_worker(fake, LHTaskWorker(task, JOB_TASK_NAME, config), JOB_TASK_NAME):
+            yield
+    finally:
+        await media.aclose()
+        await executor.aclose()
+
+
+@pytest.fixture
+async def worker(fake: FakeLittleHorse, comfyui_mock: MockHandle, s3: S3) -> AsyncIterator[None]:
+    store = f"s3://{s3.bucket}/out"
+    async with serving(fake, settings_for(comfyui_mock, output_store=store, max_inline_bytes=2000)):
         yield
-    await media.aclose()
-    await executor.aclose()
 
 
 async def run(fake: FakeLittleHorse, envelope: Any, guid: str) -> Any:
@@ -128,16 +137,8 @@ async def test_a_missing_bucket_is_denied_and_an_unreachable_store_retried(
     ):
         if guid == "guid-down":
             monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-        settings = settings_for(comfyui_mock, output_store=store, retries=0)
-        executor = Executor(settings)
-        media = Media(settings, executor.client)
-        config = fake.config(num_worker_threads=1)
-        task = make_job_task_function(executor, media)
-        register(config, task, JOB_TASK_NAME)
-        async with running_worker(fake, LHTaskWorker(task, JOB_TASK_NAME, config), JOB_TASK_NAME):
+        async with serving(fake, settings_for(comfyui_mock, output_store=store, retries=0)):
             _, report = await run(fake, job(), guid)
-        await media.aclose()
-        await executor.aclose()
         if guid == "guid-denied":
             assert report.status == "TASK_EXCEPTION"
             assert report.exception_name == "comfyui-output-store-denied"

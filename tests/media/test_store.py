@@ -19,7 +19,7 @@ from comfyui_worker.exceptions import (
     OutputStoreError,
 )
 from comfyui_worker.media.store import Location, ObjectStores
-from s3_server import S3, SECRET
+from s3_server import S3, SECRET, aws_env
 
 MiB = 1024 * 1024
 
@@ -102,14 +102,7 @@ async def failing_s3(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     endpoint = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    for name, value in {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": SECRET,
-        "AWS_REGION": "us-east-1",
-        "AWS_ALLOW_HTTP": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
+    aws_env(monkeypatch, endpoint)
     try:
         yield endpoint
     finally:
