@@ -211,7 +211,7 @@ async def post_interrupt(request: web.Request) -> web.Response:
 async def post_free(request: web.Request) -> web.Response:
     body = await _json_object(request)
     if body.get("free_memory", False):
-        server_of(request).executor.cache.clear()
+        server_of(request).executor.free_memory()
     return web.Response(status=200)
 
 

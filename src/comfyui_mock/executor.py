@@ -88,6 +88,7 @@ class Executor:
         self.client_id: Any = None
         self.last_node_id: str | None = None
         self._interrupt = False
+        self._free_pending = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -111,8 +112,19 @@ class Executor:
         else:
             self._interrupt = True
 
+    def free_memory(self) -> None:
+        """POST /free {"free_memory": true}: ComfyUI's prompt worker applies the flag between
+        prompts, so a running prompt keeps its cache and the next one starts without."""
+        if self.queue.running is None:
+            self.cache.clear()
+        else:
+            self._free_pending = True
+
     async def _loop(self) -> None:
         while True:
+            if self._free_pending:
+                self._free_pending = False
+                self.cache.clear()
             item = await self.queue.get()
             self.hub.send(
                 "status", {"status": {"exec_info": {"queue_remaining": self.queue.remaining}}}

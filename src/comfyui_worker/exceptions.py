@@ -19,6 +19,7 @@
     │   └── InputFetchError ......... ... because its source failed (unreachable, 5xx): retryable
     ├── OutputError ................. the history's outputs cannot be turned into results
     │   ├── UnsafeOutputPathError ... a filename/subfolder escapes its directory
+    │   ├── OutputMissingError ...... files ComfyUI reported are not on disk, even after a rerun
     │   ├── OutputTooLargeError ..... the result would carry more than LittleHorse may store
     │   └── OutputStoreError ........ the output store failed (unreachable, 5xx): retryable
     │       └── OutputStoreDeniedError  ... it refused our credentials, or the bucket is missing
@@ -259,14 +260,30 @@ class InputFetchError(InputError):
     """The input's source failed in a way a later attempt may not (unreachable, 5xx)."""
 
 
+class OutputMissingError(OutputError):
+    """ComfyUI reported files that are not there, even after it ran the prompt again."""
+
+    def __init__(self, message: str, *, prompt_id: str, missing: list[str]) -> None:
+        super().__init__(message)
+        self.prompt_id = prompt_id
+        self.missing = missing
+
+    def details(self) -> dict[str, Any]:
+        return {"message": str(self), "prompt_id": self.prompt_id, "missing": self.missing}
+
+
 class OutputTooLargeError(OutputError):
-    def __init__(self, message: str, *, size: int, limit: int) -> None:
+    def __init__(
+        self, message: str, *, size: int, limit: int, parts: dict[str, int] | None = None
+    ) -> None:
         super().__init__(message)
         self.size = size
         self.limit = limit
+        # Serialized bytes of the result's biggest parts, to say what to make smaller.
+        self.parts = parts or {}
 
     def details(self) -> dict[str, Any]:
-        return {"message": str(self), "size": self.size, "limit": self.limit}
+        return {"message": str(self), "size": self.size, "limit": self.limit, "parts": self.parts}
 
 
 class OutputStoreError(OutputError):

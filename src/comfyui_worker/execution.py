@@ -1,12 +1,12 @@
 """Run one workflow on ComfyUI to completion: the path shared by the CLI and the LittleHorse task.
 
-    validate -> (attach to an earlier attempt | open websocket -> submit) -> wait -> read history
-    -> outputs -> JobResult
+    validate -> (attach to or reuse an earlier attempt's prompt | open websocket -> submit)
+    -> wait (`waiting`) -> read history -> outputs, each file checked on disk -> JobResult
 
-The websocket only tells us *when* to look; `/queue` and `/history/{id}` say *what* happened.
-The wait survives a dropped socket (reconnect, then reconcile), a deaf socket (periodic
-reconciliation) and a socket that never opens (polling), and a prompt that vanished from both
-queue and history (ComfyUI restarted) fails as lost instead of waiting forever.
+Every attempt of one task uses the same prompt_id, so what ComfyUI holds under it may be an
+earlier attempt's: a prompt still running is attached to (and run again once if it ends
+interrupted), a finished success is reused (its node_errors rebuilt from its history entry),
+and outputs whose files are gone are made again after dropping ComfyUI's cache.
 """
 
 from __future__ import annotations
@@ -17,60 +17,34 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.exceptions import ConnectionClosed
-
 from .comfyui.client import ComfyUIClient
-from .comfyui.events import Event, EventStream
-from .comfyui.models import HistoryEntry
-from .constants import CompletionMode, JobStatus
+from .comfyui.models import HistoryEntry, Submission
+from .constants import JobStatus
 from .exceptions import (
     ComfyUIError,
     ExecutionError,
     ExecutionInterrupted,
     JobTimeoutError,
     NodeError,
-    PromptLostError,
+    NodeInputError,
+    OutputMissingError,
     ProtocolError,
-    TransportError,
 )
-from .observability import metrics
-from .outputs import OutputDirs, OutputFile, OutputText, parse_outputs_async
+from .outputs import (
+    OutputDirs,
+    OutputFile,
+    OutputText,
+    find_missing,
+    node_order,
+    parse_outputs_async,
+)
 from .settings import Settings
+from .waiting import JobObserver, Waiter
 from .workflow import validate_workflow
 
+__all__ = ["Executor", "JobObserver", "JobResult", "raise_for_outcome"]
+
 log = logging.getLogger(__name__)
-
-WS_RECONNECT_ATTEMPTS = 3
-
-
-class JobObserver:
-    """Hooks for what happens during a job (task logs, progress, metrics). Default: log only.
-
-    In order: waiting -> slot_acquired -> submitted -> queued* / event* -> completed; a job
-    attached to or reused from an earlier attempt skips `submitted`.
-    """
-
-    def note(self, prompt_id: str, message: str) -> None:
-        log.info("prompt %s: %s", prompt_id, message)
-
-    def waiting(self, prompt_id: str) -> None:
-        """The job waits for one of this process's in-flight slots."""
-
-    def slot_acquired(self, prompt_id: str) -> None:
-        """The job holds a slot and goes to ComfyUI."""
-
-    def submitted(self, prompt_id: str, prompt: dict[str, Any]) -> None:
-        """ComfyUI accepted the prompt (the validated graph) into its queue."""
-
-    def queued(self, prompt_id: str, position: int | None) -> None:
-        """A check found the prompt pending in ComfyUI's queue (1 = next)."""
-
-    def event(self, prompt_id: str, event: Event) -> None:
-        """Every websocket event of this prompt (progress, executing, executed...)."""
-
-    def completed(self, prompt_id: str, entry: HistoryEntry, *, reused: bool) -> None:
-        """ComfyUI's history entry is in hand (success or not); `reused`: an earlier
-        attempt's, so its timings are not this attempt's."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,6 +74,16 @@ class JobResult:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """How one prompt ended, as far as this job is concerned."""
+
+    entry: HistoryEntry
+    node_errors: tuple[NodeError, ...]
+    # An earlier attempt's prompt was attached to or reused instead of resubmitted.
+    reused: bool = False
+
+
 class Executor:
     """Runs workflows on one ComfyUI server; one per process (it owns the in-flight limit)."""
 
@@ -110,6 +94,7 @@ class Executor:
             output=settings.output_dir, temp=settings.temp_dir, input=settings.input_dir
         )
         self._slots = asyncio.Semaphore(settings.max_in_flight)
+        self._waiter = Waiter(settings, self.client)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -124,8 +109,8 @@ class Executor:
         """Run `workflow`; with a `prompt_id` from an earlier attempt, attach instead of rerun.
 
         Raises InvalidWorkflowError, PromptValidationError, ExecutionError,
-        ExecutionInterrupted, PromptLostError, JobTimeoutError, UnsafeOutputPathError or a
-        transport error (see `exceptions`).
+        ExecutionInterrupted, PromptLostError, JobTimeoutError, UnsafeOutputPathError,
+        OutputMissingError or a transport error (see `exceptions`).
         """
         prompt = validate_workflow(workflow, max_bytes=self.settings.max_workflow_bytes)
         observer = observer or JobObserver()
@@ -136,13 +121,13 @@ class Executor:
                 observer.waiting(pid)
                 async with self._slots:
                     observer.slot_acquired(pid)
-                    entry, reused, node_errors = await self._execute(
+                    return await self._run_job(
                         prompt, pid, resumable=prompt_id is not None, observer=observer
                     )
         except TimeoutError as exc:
             if not deadline.expired():
                 raise
-            observer.note(pid, "deadline passed; interrupting it in ComfyUI")
+            observer.note(pid, "deadline passed; removing it from ComfyUI")
             await self._abandon(pid)
             raise JobTimeoutError(pid, self.settings.job_deadline) from exc
         except asyncio.CancelledError:
@@ -150,129 +135,148 @@ class Executor:
             # task's retry (same prompt_id) attaches to it instead of starting over.
             observer.note(pid, "cancelled; the prompt keeps running in ComfyUI")
             raise
-        observer.completed(pid, entry, reused=reused)
-        raise_for_outcome(entry)
-        files, texts = await parse_outputs_async(entry.outputs, self.dirs)
+
+    async def _run_job(
+        self, prompt: dict[str, Any], pid: str, *, resumable: bool, observer: JobObserver
+    ) -> JobResult:
+        outcome = await self._resume(prompt, pid, observer) if resumable else None
+        if outcome is None:
+            outcome = await self._submit_and_wait(prompt, pid, observer)
+        observer.completed(pid, outcome.entry, reused=outcome.reused)
+        raise_for_outcome(outcome.entry)
+        files, texts = await parse_outputs_async(outcome.entry.outputs, self.dirs)
+        if missing := await find_missing(files):
+            # ComfyUI served the outputs from its cache (or an earlier run) but the files
+            # are gone. Drop the cache and run it again, under the same prompt_id so that a
+            # retry of this task still finds it.
+            observer.note(
+                pid,
+                f"{describe_files(missing)} no longer exist; clearing ComfyUI's cache "
+                "and running the prompt again",
+            )
+            await self.client.free_memory()
+            outcome = await self._submit_and_wait(prompt, pid, observer)
+            observer.completed(pid, outcome.entry, reused=False)
+            raise_for_outcome(outcome.entry)
+            files, texts = await parse_outputs_async(outcome.entry.outputs, self.dirs)
+            if missing := await find_missing(files):
+                raise OutputMissingError(
+                    f"ComfyUI reported {describe_files(missing)}, which do not exist even "
+                    "after it ran the prompt again with its cache cleared; is "
+                    f"{_folder_variables(missing)} the folder ComfyUI writes to?",
+                    prompt_id=pid,
+                    missing=[f.path for f in missing],
+                )
         observer.note(pid, f"finished with {len(files)} file(s) and {len(texts)} text(s)")
         return JobResult(
             prompt_id=pid,
             status=JobStatus.SUCCESS,
             files=files,
             texts=texts,
-            node_errors=node_errors,
-            reused=reused,
+            node_errors=outcome.node_errors,
+            reused=outcome.reused,
         )
 
-    async def _execute(
-        self, prompt: dict[str, Any], pid: str, *, resumable: bool, observer: JobObserver
-    ) -> tuple[HistoryEntry, bool, tuple[NodeError, ...]]:
-        if resumable:
-            entry = await self.client.history(pid)
-            if entry is not None and entry.succeeded:
-                observer.note(pid, "already finished by an earlier attempt; reusing its outputs")
-                return entry, True, ()
-            if (position := (await self.client.queue()).position(pid)) is not None:
-                # Its events go to the earlier attempt's client id, so watch it by polling.
-                observer.note(pid, f"already {position} in ComfyUI; attaching to it")
-                return await self._wait_poll(pid, observer), True, ()
-        stream = await self._open_stream(pid, observer)
+    async def _resume(
+        self, prompt: dict[str, Any], pid: str, observer: JobObserver
+    ) -> _Outcome | None:
+        """An earlier attempt's prompt to attach to or reuse; None when it must be submitted."""
+        # The queue first: ComfyUI writes the history entry before it takes a prompt off the
+        # queue, so a prompt finishing between the two reads is seen in one of them.
+        queue = await self.client.queue()
+        if (position := queue.position(pid)) is not None:
+            # Its events go to the earlier attempt's client id, so watch it by polling.
+            observer.note(pid, f"already {position} in ComfyUI; attaching to it")
+            entry = await self._waiter.wait_poll(
+                Submission(pid, queue.client_ids.get(pid)), observer
+            )
+            if entry.interrupted:
+                # ComfyUI does not say who interrupted it: most likely the earlier attempt's
+                # deadline, which lands only at the next node boundary. Run it once more.
+                observer.note(pid, "the prompt attached to was interrupted; submitting it again")
+                return None
+            return _Outcome(entry, await self._refused_outputs(prompt, entry), reused=True)
+        finished = await self.client.history(pid)
+        if finished is not None and finished.succeeded:
+            observer.note(pid, "already finished by an earlier attempt; reusing its outputs")
+            return _Outcome(finished, await self._refused_outputs(prompt, finished), reused=True)
+        return None
+
+    async def _submit_and_wait(
+        self, prompt: dict[str, Any], pid: str, observer: JobObserver
+    ) -> _Outcome:
+        stream = await self._waiter.open_stream(pid, observer)
         try:
+            # A fresh client id per submission tells its queue item and history entry from
+            # those of earlier attempts under the same prompt_id.
             client_id = stream.client_id if stream else uuid.uuid4().hex
+            ours = Submission(pid, client_id)
             submitted = await self.client.submit(prompt, prompt_id=pid, client_id=client_id)
             for node_error in submitted.node_errors:
                 observer.note(pid, f"will not run: {node_error.describe()}")
             observer.note(pid, "submitted")
             observer.submitted(pid, prompt)
             entry = await (
-                self._wait_ws(pid, stream, observer) if stream else self._wait_poll(pid, observer)
+                self._waiter.wait_ws(ours, stream, observer)
+                if stream
+                else self._waiter.wait_poll(ours, observer)
             )
         finally:
             if stream is not None:
                 await stream.close()
-        return entry, False, submitted.node_errors
+        if submitted.answer_lost:
+            return _Outcome(entry, await self._refused_outputs(prompt, entry))
+        return _Outcome(entry, submitted.node_errors)
 
-    async def _open_stream(self, pid: str, observer: JobObserver) -> EventStream | None:
-        if self.settings.completion_mode is not CompletionMode.WEBSOCKET:
-            return None
-        # A fresh client id per job: a reused one can leave a socket that hears nothing.
-        stream = EventStream(
-            self.settings.ws_url, uuid.uuid4().hex, open_timeout=self.settings.request_timeout
+    async def _refused_outputs(
+        self, prompt: dict[str, Any], entry: HistoryEntry
+    ) -> tuple[NodeError, ...]:
+        """The workflow's output nodes ComfyUI left out of `entry`'s run (refused at
+        validation), for a prompt whose POST answer (and its node_errors) we never saw."""
+        accepted = entry.outputs_to_execute
+        if accepted is None:
+            return ()
+        classes = {str(node["class_type"]) for node in prompt.values()}
+        output_classes = await self.client.output_classes(classes)
+        return tuple(
+            NodeError(
+                node_id=node_id,
+                class_type=str(prompt[node_id]["class_type"]),
+                errors=(
+                    NodeInputError(
+                        type="output_not_executed",
+                        message="ComfyUI accepted the prompt without this output: it failed "
+                        "validation when the prompt was submitted",
+                    ),
+                ),
+                dependent_outputs=(node_id,),
+            )
+            for node_id in sorted(prompt, key=node_order)
+            if prompt[node_id]["class_type"] in output_classes and node_id not in accepted
         )
-        try:
-            await stream.connect()
-        except TransportError as exc:
-            metrics.WS_FALLBACKS.inc()
-            observer.note(pid, f"{exc}; falling back to polling")
-            return None
-        return stream
-
-    async def _wait_ws(self, pid: str, stream: EventStream, observer: JobObserver) -> HistoryEntry:
-        while True:
-            try:
-                async with asyncio.timeout(self.settings.reconcile_interval):
-                    event = await stream.next_event()
-            except TimeoutError:
-                if (entry := await self._check(pid, observer)) is not None:
-                    return entry
-                continue
-            except ConnectionClosed:
-                if not await self._reconnect(pid, stream, observer):
-                    return await self._wait_poll(pid, observer)
-                if (entry := await self._check(pid, observer)) is not None:
-                    return entry
-                continue
-            if event.prompt_id != pid:
-                continue  # other prompts' events, and broadcasts without a prompt id
-            observer.event(pid, event)
-            if event.is_done_signal(pid):
-                entry = await self.client.history(pid)
-                return entry if entry is not None else await self._wait_poll(pid, observer)
-
-    async def _reconnect(self, pid: str, stream: EventStream, observer: JobObserver) -> bool:
-        """Reopen with the same client id (the old socket is gone), so our events resume."""
-        await stream.close()
-        for attempt in range(WS_RECONNECT_ATTEMPTS):
-            await asyncio.sleep(self.client.retry.delay(attempt))
-            try:
-                await stream.connect()
-            except TransportError:
-                continue
-            metrics.WS_RECONNECTS.inc()
-            observer.note(pid, "websocket dropped; reconnected")
-            return True
-        metrics.WS_FALLBACKS.inc()
-        observer.note(pid, "websocket dropped and cannot reconnect; polling instead")
-        return False
-
-    async def _wait_poll(self, pid: str, observer: JobObserver) -> HistoryEntry:
-        while (entry := await self._check(pid, observer)) is None:
-            await asyncio.sleep(self.settings.poll_interval)
-        return entry
-
-    async def _check(self, pid: str, observer: JobObserver) -> HistoryEntry | None:
-        """Reconcile with ComfyUI: the history entry once the prompt has left the queue.
-
-        ComfyUI writes history and removes the prompt from the queue under one lock, so a
-        prompt in neither place was dropped (restart, queue clear) and never will finish.
-        """
-        queue = await self.client.queue()
-        if queue.position(pid) is not None:
-            if (position := queue.pending_position(pid)) is not None:
-                observer.queued(pid, position)
-            return None
-        entry = await self.client.history(pid)
-        if entry is None:
-            raise PromptLostError(pid)
-        return entry
 
     async def _abandon(self, pid: str) -> None:
-        """Stop spending GPU on a job nobody waits for; best effort, bounded."""
+        """Stop spending GPU on a job nobody waits for; best effort, bounded.
+
+        Delete first: a prompt that moves from pending to running between the two calls is
+        then still interrupted, where the other order would leave it running unwatched.
+        """
         try:
             async with asyncio.timeout(5):
-                await self.client.interrupt(pid)
                 await self.client.delete_from_queue([pid])
+                await self.client.interrupt(pid)
         except (TimeoutError, ComfyUIError) as exc:
             log.warning("could not interrupt prompt %s after its deadline: %s", pid, exc)
+
+
+def describe_files(files: list[OutputFile]) -> str:
+    shown = ", ".join(f"{f.path} (node {f.node_id} {f.key!r})" for f in files[:5])
+    more = f" and {len(files) - 5} more" if len(files) > 5 else ""
+    return f"{len(files)} output file(s) {shown}{more}"
+
+
+def _folder_variables(files: list[OutputFile]) -> str:
+    return " / ".join(sorted({f"COMFYUI_{f.type.upper()}_DIR" for f in files}))
 
 
 def raise_for_outcome(entry: HistoryEntry) -> None:

@@ -86,6 +86,11 @@ async def parse_outputs_async(
     return await asyncio.to_thread(parse_outputs, outputs, dirs)
 
 
+async def find_missing(files: list[OutputFile]) -> list[OutputFile]:
+    """The files that are not on disk (off the event loop: the volume may be remote)."""
+    return await asyncio.to_thread(lambda: [f for f in files if not os.path.isfile(f.path)])
+
+
 def _resolve(node_id: str, key: str, item: dict[str, Any], dirs: OutputDirs) -> OutputFile:
     filename = item["filename"]
     subfolder = item.get("subfolder") or ""

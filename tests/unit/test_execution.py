@@ -4,6 +4,7 @@ tiny real websocket server on loopback."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -58,8 +59,38 @@ def history_with(entry_from: dict[str, Any], pid: str = PID) -> dict[str, Any]:
 
 
 @pytest.fixture
-def ok_history(capture: Any) -> dict[str, Any]:
+def ok_history(capture: Any, tmp_path: Path) -> dict[str, Any]:
+    """A finished entry whose file exists under the test's output folder."""
+    (tmp_path / "out" / "peer").mkdir(parents=True)
+    (tmp_path / "out" / "peer" / "s01_00001_.png").write_bytes(b"png")
     return history_with(capture("01_empty_image_save")["history_after"]["body"])
+
+
+def as_submitted(httpx_mock: HTTPXMock, body: dict[str, Any]) -> Callable[[httpx.Request], Any]:
+    """Answer GET /history with `body` as ComfyUI writes it for the prompt this job
+    submitted: ComfyUI records the submission's client_id in the entry's prompt."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        (*_, post) = httpx_mock.get_requests(method="POST", url=re.compile(r".*/prompt$"))
+        entry = copy.deepcopy(body)
+        entry[PID]["prompt"][3]["client_id"] = json.loads(post.content)["client_id"]
+        return httpx.Response(200, json=entry)
+
+    return answer
+
+
+def expect_history(httpx_mock: HTTPXMock, url: str, body: dict[str, Any]) -> None:
+    httpx_mock.add_callback(as_submitted(httpx_mock, body), url=f"{url}/history/{PID}")
+
+
+def expect_output_classes(httpx_mock: HTTPXMock, capture: Any) -> None:
+    """GET /object_info/{class} for WORKFLOW's classes, as a retry rebuilding node_errors
+    reads them."""
+    nodes = capture("00_object_info_used_nodes")["nodes"]
+    for class_type in ("EmptyImage", "SaveImage"):
+        httpx_mock.add_response(
+            url=f"{URL}/object_info/{class_type}", json={class_type: nodes[class_type]}
+        )
 
 
 def expect_submit(httpx_mock: HTTPXMock, url: str) -> None:
@@ -77,8 +108,8 @@ URL = "http://comfy.test:8188"
 
 def nothing_earlier(httpx_mock: HTTPXMock, url: str) -> None:
     """The resume check of a job given a prompt_id finds no earlier attempt."""
-    httpx_mock.add_response(url=f"{url}/history/{PID}", json={})
     httpx_mock.add_response(url=f"{url}/queue", json=EMPTY_QUEUE)
+    httpx_mock.add_response(url=f"{url}/history/{PID}", json={})
 
 
 async def run(settings: Settings, **kwargs: Any) -> Any:
@@ -99,9 +130,9 @@ async def test_poll_returns_resolved_paths(
     expect_submit(httpx_mock, URL)
     httpx_mock.add_response(url=f"{URL}/queue", json=RUNNING)
     httpx_mock.add_response(url=f"{URL}/queue", json=EMPTY_QUEUE)
-    httpx_mock.add_response(url=f"{URL}/history/{PID}", json=ok_history)
+    expect_history(httpx_mock, URL, ok_history)
     result = await run(settings_for(tmp_path, URL), prompt_id=PID)
-    out = (tmp_path / "out").resolve()
+    out = tmp_path / "out"
     assert result.outputs == [str(out / "peer" / "s01_00001_.png")]
     body = result.to_dict()
     assert json.loads(json.dumps(body)) == body
@@ -153,9 +184,8 @@ async def test_execution_error_carries_comfyuis_fields(
     nothing_earlier(httpx_mock, URL)
     expect_submit(httpx_mock, URL)
     httpx_mock.add_response(url=f"{URL}/queue", json=EMPTY_QUEUE)
-    httpx_mock.add_response(
-        url=f"{URL}/history/{PID}",
-        json=history_with(capture("05_runtime_error")["history_after"]["body"]),
+    expect_history(
+        httpx_mock, URL, history_with(capture("05_runtime_error")["history_after"]["body"])
     )
     with pytest.raises(ExecutionError) as info:
         await run(settings_for(tmp_path, URL), prompt_id=PID)
@@ -171,10 +201,8 @@ async def test_interrupted_prompt(tmp_path: Path, httpx_mock: HTTPXMock, capture
     nothing_earlier(httpx_mock, URL)
     expect_submit(httpx_mock, URL)
     httpx_mock.add_response(url=f"{URL}/queue", json=EMPTY_QUEUE)
-    httpx_mock.add_response(
-        url=f"{URL}/history/{PID}",
-        json=history_with(capture("08_interrupt_and_queue_delete")["history_interrupted"]["body"]),
-    )
+    interrupted = capture("08_interrupt_and_queue_delete")["history_interrupted"]["body"]
+    expect_history(httpx_mock, URL, history_with(interrupted))
     with pytest.raises(ExecutionInterrupted, match="interrupted at node 12 "):
         await run(settings_for(tmp_path, URL), prompt_id=PID)
 
@@ -213,18 +241,20 @@ async def test_invalid_workflow_never_reaches_comfyui(tmp_path: Path) -> None:
 
 
 async def test_earlier_success_is_reused_without_submitting(
-    tmp_path: Path, httpx_mock: HTTPXMock, ok_history: dict[str, Any]
+    tmp_path: Path, httpx_mock: HTTPXMock, ok_history: dict[str, Any], capture: Any
 ) -> None:
+    httpx_mock.add_response(url=f"{URL}/queue", json=EMPTY_QUEUE)
     httpx_mock.add_response(url=f"{URL}/history/{PID}", json=ok_history)
+    expect_output_classes(httpx_mock, capture)
     result = await run(settings_for(tmp_path, URL), prompt_id=PID)
     assert result.reused and result.prompt_id == PID and len(result.outputs) == 1
     assert all(r.method == "GET" for r in httpx_mock.get_requests())
 
 
 async def test_running_prompt_is_attached_to(
-    tmp_path: Path, httpx_mock: HTTPXMock, ok_history: dict[str, Any]
+    tmp_path: Path, httpx_mock: HTTPXMock, ok_history: dict[str, Any], capture: Any
 ) -> None:
-    httpx_mock.add_response(url=f"{URL}/history/{PID}", json={})
+    expect_output_classes(httpx_mock, capture)
     httpx_mock.add_response(url=f"{URL}/queue", json=RUNNING)  # attach decision
     httpx_mock.add_response(url=f"{URL}/queue", json=RUNNING)
     httpx_mock.add_response(url=f"{URL}/queue", json=EMPTY_QUEUE)
@@ -238,11 +268,11 @@ async def test_earlier_failure_is_resubmitted(
     tmp_path: Path, httpx_mock: HTTPXMock, capture: Any, ok_history: dict[str, Any]
 ) -> None:
     failed = history_with(capture("08_interrupt_and_queue_delete")["history_interrupted"]["body"])
-    httpx_mock.add_response(url=f"{URL}/history/{PID}", json=failed)
     httpx_mock.add_response(url=f"{URL}/queue", json=EMPTY_QUEUE)
+    httpx_mock.add_response(url=f"{URL}/history/{PID}", json=failed)
     expect_submit(httpx_mock, URL)
     httpx_mock.add_response(url=f"{URL}/queue", json=EMPTY_QUEUE)
-    httpx_mock.add_response(url=f"{URL}/history/{PID}", json=ok_history)
+    expect_history(httpx_mock, URL, ok_history)
     result = await run(settings_for(tmp_path, URL), prompt_id=PID)
     assert not result.reused and result.outputs
 
@@ -305,7 +335,7 @@ async def test_websocket_done_signal_filters_other_prompts(
     url, seen = await ws_server(script)
     nothing_earlier(httpx_mock, url)
     expect_submit(httpx_mock, url)
-    httpx_mock.add_response(url=f"{url}/history/{PID}", json=ok_history)
+    expect_history(httpx_mock, url, ok_history)
     result = await run(settings_for(tmp_path, url, completion_mode="websocket"), prompt_id=PID)
     assert result.outputs
     (post,) = httpx_mock.get_requests(method="POST")
@@ -334,7 +364,7 @@ async def test_websocket_drop_reconnects_with_the_same_id_and_reconciles(
     nothing_earlier(httpx_mock, url)
     expect_submit(httpx_mock, url)
     httpx_mock.add_response(url=f"{url}/queue", json=RUNNING)
-    httpx_mock.add_response(url=f"{url}/history/{PID}", json=ok_history)
+    expect_history(httpx_mock, url, ok_history)
     result = await run(settings_for(tmp_path, url, completion_mode="websocket"), prompt_id=PID)
     assert result.outputs
     assert len(seen) == 2 and seen[0] == seen[1]
@@ -350,7 +380,7 @@ async def test_deaf_websocket_is_caught_by_reconciliation(
     nothing_earlier(httpx_mock, url)
     expect_submit(httpx_mock, url)
     httpx_mock.add_response(url=f"{url}/queue", json=EMPTY_QUEUE)
-    httpx_mock.add_response(url=f"{url}/history/{PID}", json=ok_history)
+    expect_history(httpx_mock, url, ok_history)
     settings = settings_for(tmp_path, url, completion_mode="websocket", reconcile_interval=0.1)
     assert (await run(settings, prompt_id=PID)).outputs
 
@@ -364,7 +394,7 @@ async def test_unusable_websocket_falls_back_to_polling(
     expect_submit(httpx_mock, url)
     httpx_mock.add_response(url=f"{url}/queue", json=RUNNING)
     httpx_mock.add_response(url=f"{url}/queue", json=EMPTY_QUEUE)
-    httpx_mock.add_response(url=f"{url}/history/{PID}", json=ok_history)
+    expect_history(httpx_mock, url, ok_history)
     settings = settings_for(tmp_path, url, completion_mode="websocket", request_timeout=2)
     assert (await run(settings, prompt_id=PID)).outputs
 
@@ -372,7 +402,6 @@ async def test_unusable_websocket_falls_back_to_polling(
 async def test_in_flight_limit_is_process_wide(
     tmp_path: Path, httpx_mock: HTTPXMock, ok_history: dict[str, Any]
 ) -> None:
-    httpx_mock.add_response(url=f"{URL}/history/{PID}", json={}, is_reusable=True)
     executor = Executor(settings_for(tmp_path, URL, max_in_flight=1))
     entered = 0
 

@@ -22,6 +22,7 @@ from comfyui_worker.exceptions import (
     MissingNodeError,
     NodeError,
     NodeInputError,
+    OutputMissingError,
     OutputStoreDeniedError,
     OutputStoreError,
     OutputTooLargeError,
@@ -78,6 +79,10 @@ CASES: list[tuple[Exception, ExceptionName]] = [
         ExceptionName.INVALID_INPUT,
     ),
     (OutputTooLargeError("too big", size=10, limit=5), ExceptionName.OUTPUT_TOO_LARGE),
+    (
+        OutputMissingError("gone", prompt_id="p", missing=["/comfyui/output/a.png"]),
+        ExceptionName.OUTPUT_MISSING,
+    ),
     (
         OutputStoreDeniedError("bucket 'b' does not exist", bucket="b"),
         ExceptionName.OUTPUT_STORE_DENIED,

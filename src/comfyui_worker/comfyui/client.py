@@ -25,6 +25,7 @@ from ..streams import HashingReader
 from .models import (
     HistoryEntry,
     QueueState,
+    Submission,
     SubmitResult,
     parse_history,
     parse_queue,
@@ -60,6 +61,8 @@ class ComfyUIClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retry = retry or RetryPolicy()
+        # A class's OUTPUT_NODE flag is fixed while ComfyUI runs (custom nodes load at start).
+        self._output_node_cache: dict[str, bool] = {}
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout),
@@ -102,15 +105,17 @@ class ComfyUIClient:
         """POST /prompt with our own prompt_id, so that a retry can find an earlier attempt.
 
         A POST that timed out or got a 5xx may still have been enqueued (ComfyUI even answers
-        500 to some prompts it then runs), so before each retry we look for the prompt_id
-        and never submit the same work twice.
+        500 to some prompts it then runs), so before each retry we look for this submission
+        and never submit the same work twice. Only a queue item or history entry carrying our
+        `client_id` counts: an earlier attempt (same prompt_id) left its own, and taking its
+        finished entry for this submission would return its outcome without running.
         """
         body: dict[str, Any] = {"prompt": prompt, "prompt_id": prompt_id, "client_id": client_id}
         if extra_data:
             body["extra_data"] = extra_data
 
         async def attempt(n: int) -> SubmitResult:
-            if n > 0 and (found := await self._find_submitted(prompt_id)) is not None:
+            if n > 0 and (found := await self._find_submitted(prompt_id, client_id)) is not None:
                 return found
             response = await self._http.post("/prompt", json=body)
             if response.status_code == 400:
@@ -120,15 +125,16 @@ class ComfyUIClient:
 
         return await self._with_retries("POST /prompt", attempt)
 
-    async def _find_submitted(self, prompt_id: str) -> SubmitResult | None:
-        # Single-shot reads: a failure here is retried by submit's own loop.
-        queue = parse_queue(await self._get_once("/queue"))
-        if queue.position(prompt_id) or parse_history(
-            await self._get_once(f"/history/{prompt_id}"), prompt_id
-        ):
-            log.info("prompt %s was enqueued by an earlier attempt; not resubmitting", prompt_id)
-            return SubmitResult(prompt_id=prompt_id, number=None)
-        return None
+    async def _find_submitted(self, prompt_id: str, client_id: str) -> SubmitResult | None:
+        # Single-shot reads: a failure here is retried by submit's own loop. The queue first:
+        # ComfyUI writes the history entry before it takes a prompt off the queue.
+        ours = Submission(prompt_id, client_id)
+        if not parse_queue(await self._get_once("/queue")).holds(ours):
+            entry = parse_history(await self._get_once(f"/history/{prompt_id}"), prompt_id)
+            if entry is None or not ours.owns(entry.client_id):
+                return None
+        log.info("prompt %s was enqueued by the failed request; not resubmitting", prompt_id)
+        return SubmitResult(prompt_id=prompt_id, number=None, answer_lost=True)
 
     async def queue(self) -> QueueState:
         return parse_queue(await self._get_json("/queue"))
@@ -143,6 +149,27 @@ class ComfyUIClient:
     async def delete_from_queue(self, prompt_ids: list[str]) -> None:
         """Drop pending prompts; a running one is unaffected (use interrupt)."""
         await self._post("/queue", {"delete": prompt_ids})
+
+    async def free_memory(self) -> None:
+        """Drop ComfyUI's caches (and unload models), so the next prompt really runs.
+
+        ComfyUI applies it between prompts: at once when idle, else after the running one.
+        """
+        await self._post("/free", {"free_memory": True})
+
+    async def output_classes(self, class_types: set[str]) -> set[str]:
+        """Which of these node classes are output nodes (`output_node` in /object_info)."""
+        found = set()
+        for class_type in sorted(class_types):
+            known = self._output_node_cache.get(class_type)
+            if known is None:
+                info = (await self.object_info(class_type)).get(class_type)
+                if not isinstance(info, dict):
+                    continue  # not installed: it cannot have run, and may be installed later
+                known = self._output_node_cache[class_type] = bool(info.get("output_node"))
+            if known:
+                found.add(class_type)
+        return found
 
     async def object_info(self, node_class: str | None = None) -> dict[str, Any]:
         path = "/object_info" if node_class is None else f"/object_info/{node_class}"

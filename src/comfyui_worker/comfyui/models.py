@@ -25,12 +25,42 @@ class SubmitResult:
     number: int | None
     # A 200 can still carry node_errors: those outputs will not run.
     node_errors: tuple[NodeError, ...] = ()
+    # True when the POST's answer was lost but the prompt was found enqueued: its
+    # node_errors are unknown here and have to be read from the history entry.
+    answer_lost: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One enqueueing of a prompt: its id and the client_id it was submitted with.
+
+    Every attempt of a task reuses the prompt_id, so the id alone cannot tell this
+    submission's queue item or history entry from an earlier attempt's; the client_id,
+    fresh per submission and recorded by ComfyUI in both, can.
+    """
+
+    prompt_id: str
+    client_id: str | None
+
+    def owns(self, recorded_client_id: str | None) -> bool:
+        # None: a queue item or entry that does not say (ComfyUI always records it).
+        return None in (self.client_id, recorded_client_id) or (
+            recorded_client_id == self.client_id
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class QueueState:
     running: tuple[str, ...] = ()
     pending: tuple[str, ...] = ()
+    # prompt_id -> the client_id it was submitted with (None when its extra_data has none).
+    client_ids: dict[str, str | None] = field(default_factory=dict)
+
+    def holds(self, submission: Submission) -> bool:
+        """Whether this very submission is still queued or running."""
+        return self.position(submission.prompt_id) is not None and submission.owns(
+            self.client_ids.get(submission.prompt_id)
+        )
 
     def position(self, prompt_id: str) -> str | None:
         """'running', 'pending' or None when the prompt is not in the queue."""
@@ -54,10 +84,18 @@ class HistoryEntry:
     completed: bool
     messages: tuple[tuple[str, dict[str, Any]], ...] = ()
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # From the entry's prompt tuple: who submitted it, and the output nodes ComfyUI accepted
+    # (those that passed validation); None when the entry does not say.
+    client_id: str | None = None
+    outputs_to_execute: tuple[str, ...] | None = None
 
     @property
     def succeeded(self) -> bool:
         return self.status_str == "success" and self.completed
+
+    @property
+    def interrupted(self) -> bool:
+        return not self.succeeded and self.message("execution_interrupted") is not None
 
     def message(self, event: str) -> dict[str, Any] | None:
         for name, data in self.messages:
@@ -153,19 +191,27 @@ def parse_validation_error(body: Any) -> PromptValidationError:
 def parse_queue(body: Any) -> QueueState:
     if not isinstance(body, dict) or not {"queue_running", "queue_pending"} <= body.keys():
         raise ProtocolError(f"GET /queue answered an unexpected body: {_preview(body)}")
+    running, pending = _queue_items(body["queue_running"]), _queue_items(body["queue_pending"])
     return QueueState(
-        running=_queue_ids(body["queue_running"]), pending=_queue_ids(body["queue_pending"])
+        running=tuple(running),
+        pending=tuple(pending),
+        client_ids={**pending, **running},
     )
 
 
-def _queue_ids(items: Any) -> tuple[str, ...]:
+def _queue_items(items: Any) -> dict[str, str | None]:
     if not isinstance(items, list):
         raise ProtocolError(f"GET /queue: expected a list of items, got {_preview(items)}")
     # Item: [number, prompt_id, prompt, extra_data, outputs_to_execute]. ComfyUI does not sort
     # pending items; it runs the lowest number first, so sort to make the order the position.
     found = [item for item in items if isinstance(item, list) and len(item) > 1]
     found.sort(key=lambda item: item[0] if isinstance(item[0], int | float) else 0)
-    return tuple(str(item[1]) for item in found)
+    return {str(item[1]): _client_id(item) for item in found}
+
+
+def _client_id(prompt_tuple: list[Any]) -> str | None:
+    extra = _dict(prompt_tuple[3]) if len(prompt_tuple) > 3 else {}
+    return _str_or_none(extra.get("client_id"))
 
 
 def parse_history(body: Any, prompt_id: str) -> HistoryEntry | None:
@@ -184,8 +230,13 @@ def parse_history(body: Any, prompt_id: str) -> HistoryEntry | None:
         for m in status.get("messages") or []
         if isinstance(m, list) and len(m) == 2
     )
+    prompt = raw.get("prompt")
+    prompt = prompt if isinstance(prompt, list) else []
+    to_execute = prompt[4] if len(prompt) > 4 and isinstance(prompt[4], list) else None
     return HistoryEntry(
         prompt_id=prompt_id,
+        client_id=_client_id(prompt),
+        outputs_to_execute=None if to_execute is None else tuple(str(o) for o in to_execute),
         # Old servers wrote entries without status; an entry exists only once the run ended.
         status_str=str(status.get("status_str", "success")),
         completed=bool(status.get("completed", True)),

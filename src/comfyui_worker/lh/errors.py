@@ -25,6 +25,7 @@ from ..exceptions import (
     InvalidParamsError,
     InvalidWorkflowError,
     MissingNodeError,
+    OutputMissingError,
     OutputStoreDeniedError,
     OutputTooLargeError,
     PromptValidationError,
@@ -42,6 +43,7 @@ BUSINESS_EXCEPTIONS: tuple[tuple[type[ComfyUIWorkerError], ExceptionName], ...] 
     (InvalidJobError, ExceptionName.INVALID_JOB),
     (InvalidInputError, ExceptionName.INVALID_INPUT),
     (OutputTooLargeError, ExceptionName.OUTPUT_TOO_LARGE),
+    (OutputMissingError, ExceptionName.OUTPUT_MISSING),
     (OutputStoreDeniedError, ExceptionName.OUTPUT_STORE_DENIED),
     # A broken template needs an operator's fix; the caller's retry would fail the same way.
     (UnknownTemplateError, ExceptionName.UNKNOWN_TEMPLATE),

@@ -1,0 +1,149 @@
+"""Waiting for one submitted prompt to finish, and the hooks that watch a job.
+
+The websocket only tells us *when* to look; `/queue` and `/history/{id}` say *what* happened.
+The wait survives a dropped socket (reconnect, then reconcile), a deaf socket (periodic
+reconciliation) and a socket that never opens (polling), and a prompt that vanished from both
+queue and history (ComfyUI restarted) fails as lost instead of waiting forever. Every read is
+tied to one `Submission`, so what an earlier attempt left under the same prompt_id is never
+taken for this one's outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed
+
+from .comfyui.client import ComfyUIClient
+from .comfyui.events import Event, EventStream
+from .comfyui.models import HistoryEntry, Submission
+from .constants import CompletionMode
+from .exceptions import PromptLostError, TransportError
+from .observability import metrics
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+WS_RECONNECT_ATTEMPTS = 3
+
+
+class JobObserver:
+    """Hooks for what happens during a job (task logs, progress, metrics). Default: log only.
+
+    In order: waiting -> slot_acquired -> submitted -> queued* / event* -> completed; a job
+    attached to or reused from an earlier attempt skips `submitted`. A job whose files were
+    gone is submitted again after its first `completed`.
+    """
+
+    def note(self, prompt_id: str, message: str) -> None:
+        log.info("prompt %s: %s", prompt_id, message)
+
+    def waiting(self, prompt_id: str) -> None:
+        """The job waits for one of this process's in-flight slots."""
+
+    def slot_acquired(self, prompt_id: str) -> None:
+        """The job holds a slot and goes to ComfyUI."""
+
+    def submitted(self, prompt_id: str, prompt: dict[str, Any]) -> None:
+        """ComfyUI accepted the prompt (the validated graph) into its queue."""
+
+    def queued(self, prompt_id: str, position: int | None) -> None:
+        """A check found the prompt pending in ComfyUI's queue (1 = next)."""
+
+    def event(self, prompt_id: str, event: Event) -> None:
+        """Every websocket event of this prompt (progress, executing, executed...)."""
+
+    def completed(self, prompt_id: str, entry: HistoryEntry, *, reused: bool) -> None:
+        """ComfyUI's history entry is in hand (success or not); `reused`: an earlier
+        attempt's, so its timings are not this attempt's."""
+
+
+class Waiter:
+    """Watches submissions on one ComfyUI server (the Executor's client and settings)."""
+
+    def __init__(self, settings: Settings, client: ComfyUIClient) -> None:
+        self.settings = settings
+        self.client = client
+
+    async def open_stream(self, pid: str, observer: JobObserver) -> EventStream | None:
+        if self.settings.completion_mode is not CompletionMode.WEBSOCKET:
+            return None
+        # A fresh client id per job: a reused one can leave a socket that hears nothing.
+        stream = EventStream(
+            self.settings.ws_url, uuid.uuid4().hex, open_timeout=self.settings.request_timeout
+        )
+        try:
+            await stream.connect()
+        except TransportError as exc:
+            metrics.WS_FALLBACKS.inc()
+            observer.note(pid, f"{exc}; falling back to polling")
+            return None
+        return stream
+
+    async def wait_ws(
+        self, ours: Submission, stream: EventStream, observer: JobObserver
+    ) -> HistoryEntry:
+        pid = ours.prompt_id
+        while True:
+            try:
+                async with asyncio.timeout(self.settings.reconcile_interval):
+                    event = await stream.next_event()
+            except TimeoutError:
+                if (entry := await self.check(ours, observer)) is not None:
+                    return entry
+                continue
+            except ConnectionClosed:
+                if not await self._reconnect(pid, stream, observer):
+                    return await self.wait_poll(ours, observer)
+                if (entry := await self.check(ours, observer)) is not None:
+                    return entry
+                continue
+            if event.prompt_id != pid:
+                continue  # other prompts' events, and broadcasts without a prompt id
+            observer.event(pid, event)
+            if event.is_done_signal(pid):
+                entry = await self.client.history(pid)
+                if entry is not None and ours.owns(entry.client_id):
+                    return entry
+                return await self.wait_poll(ours, observer)
+
+    async def _reconnect(self, pid: str, stream: EventStream, observer: JobObserver) -> bool:
+        """Reopen with the same client id (the old socket is gone), so our events resume."""
+        await stream.close()
+        for attempt in range(WS_RECONNECT_ATTEMPTS):
+            await asyncio.sleep(self.client.retry.delay(attempt))
+            try:
+                await stream.connect()
+            except TransportError:
+                continue
+            metrics.WS_RECONNECTS.inc()
+            observer.note(pid, "websocket dropped; reconnected")
+            return True
+        metrics.WS_FALLBACKS.inc()
+        observer.note(pid, "websocket dropped and cannot reconnect; polling instead")
+        return False
+
+    async def wait_poll(self, ours: Submission, observer: JobObserver) -> HistoryEntry:
+        while (entry := await self.check(ours, observer)) is None:
+            await asyncio.sleep(self.settings.poll_interval)
+        return entry
+
+    async def check(self, ours: Submission, observer: JobObserver) -> HistoryEntry | None:
+        """Reconcile with ComfyUI: this submission's history entry once it left the queue.
+
+        ComfyUI writes history and removes the prompt from the queue under one lock, so a
+        prompt in neither place was dropped (restart, queue clear) and never will finish. An
+        entry another submission of the same prompt_id left (an earlier attempt) is not ours.
+        """
+        queue = await self.client.queue()
+        if queue.holds(ours):
+            if (position := queue.pending_position(ours.prompt_id)) is not None:
+                observer.queued(ours.prompt_id, position)
+            return None
+        entry = await self.client.history(ours.prompt_id)
+        if entry is None or not ours.owns(entry.client_id):
+            raise PromptLostError(ours.prompt_id)
+        return entry
