@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from comfyui_mock.handle import MockHandle
+from comfyui_worker.comfyui.client import ComfyUIClient
+from comfyui_worker.execution import Executor
 from comfyui_worker.settings import Settings
 
 
@@ -25,3 +29,15 @@ def settings_for(mock: MockHandle, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@contextlib.asynccontextmanager
+async def executor_for(
+    mock: MockHandle, *, client: ComfyUIClient | None = None, **overrides: Any
+) -> AsyncIterator[Executor]:
+    """An Executor on `settings_for(mock, **overrides)`, closed afterwards."""
+    executor = Executor(settings_for(mock, **overrides), client=client)
+    try:
+        yield executor
+    finally:
+        await executor.aclose()

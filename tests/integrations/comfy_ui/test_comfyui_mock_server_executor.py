@@ -9,10 +9,8 @@ paths are files on disk.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +27,10 @@ from comfyui_worker.exceptions import (
     JobTimeoutError,
     PromptLostError,
 )
-from comfyui_worker.execution import Executor, JobObserver
-from mock_settings import settings_for
+from comfyui_worker.execution import JobObserver
+from mock_settings import executor_for
 
 PID = "11111111-2222-3333-4444-555555555555"
-
-
-@contextlib.asynccontextmanager
-async def executor_for(mock: MockHandle, **overrides: Any) -> AsyncIterator[Executor]:
-    executor = Executor(settings_for(mock, **overrides))
-    try:
-        yield executor
-    finally:
-        await executor.aclose()
 
 
 class Recorder(JobObserver):

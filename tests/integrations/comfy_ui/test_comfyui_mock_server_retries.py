@@ -9,9 +9,8 @@ production and checks what ran in ComfyUI and what the job reports.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +21,10 @@ from mock_server_helpers import Comfy, chain_prompt, save_prompt
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.comfyui.client import ComfyUIClient
 from comfyui_worker.exceptions import JobTimeoutError, OutputMissingError
-from comfyui_worker.execution import Executor, JobObserver
-from mock_settings import settings_for
+from comfyui_worker.execution import JobObserver
+from mock_settings import executor_for, settings_for
 
 PID = "11111111-2222-3333-4444-555555555555"
-
-
-@contextlib.asynccontextmanager
-async def executor_for(
-    mock: MockHandle, *, client: ComfyUIClient | None = None, **overrides: Any
-) -> AsyncIterator[Executor]:
-    executor = Executor(settings_for(mock, **overrides), client=client)
-    try:
-        yield executor
-    finally:
-        await executor.aclose()
 
 
 class Notes(JobObserver):
@@ -123,15 +111,23 @@ async def test_files_still_missing_after_a_rerun_fail_naming_them(
 # -- 3: an earlier attempt's finished entry is not this submission -------------------------
 
 
+async def first_attempt_times_out(
+    mock: MockHandle, workflow: dict[str, Any], *, node_delay: float, deadline: float
+) -> None:
+    """Attempt 1 of PID hits its deadline while a slow blur runs; ComfyUI interrupts it at
+    the next node boundary."""
+    mock.set_node_delay("ImageBlur", node_delay)
+    async with executor_for(mock, job_deadline=deadline) as executor:
+        with pytest.raises(JobTimeoutError):
+            await executor.run(workflow, prompt_id=PID)
+
+
 @pytest.mark.parametrize("mode", ["poll", "websocket"])
 async def test_retry_after_a_deadline_runs_instead_of_reporting_the_old_failure(
     comfy: Comfy, comfyui_mock: MockHandle, mode: str
 ) -> None:
-    comfyui_mock.set_node_delay("ImageBlur", 0.4)
     workflow = chain_prompt("stale/x", blurs=2)
-    async with executor_for(comfyui_mock, job_deadline=0.2) as executor:
-        with pytest.raises(JobTimeoutError):
-            await executor.run(workflow, prompt_id=PID)
+    await first_attempt_times_out(comfyui_mock, workflow, node_delay=0.4, deadline=0.2)
     old = await comfy.wait_history(PID)
     assert old["status"]["messages"][-1][0] == "execution_interrupted"
     comfyui_mock.set_node_delay("ImageBlur", 0.0)
@@ -150,11 +146,8 @@ async def test_retry_after_a_deadline_runs_instead_of_reporting_the_old_failure(
 async def test_retry_attached_to_a_prompt_being_interrupted_runs_it_again(
     comfy: Comfy, comfyui_mock: MockHandle
 ) -> None:
-    comfyui_mock.set_node_delay("ImageBlur", 0.8)
     workflow = chain_prompt("attach-intr/x", blurs=2)
-    async with executor_for(comfyui_mock, job_deadline=0.3) as executor:
-        with pytest.raises(JobTimeoutError):
-            await executor.run(workflow, prompt_id=PID)
+    await first_attempt_times_out(comfyui_mock, workflow, node_delay=0.8, deadline=0.3)
     # The interrupt lands only at the next node boundary: the prompt is still running.
     assert await _running(comfy, PID)
     notes = Notes()
