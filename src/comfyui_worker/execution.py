@@ -128,7 +128,7 @@ class Executor:
             if not deadline.expired():
                 raise
             observer.note(pid, "deadline passed; removing it from ComfyUI")
-            await self._abandon(pid)
+            await self.abandon(pid, "its deadline passed")
             raise JobTimeoutError(pid, self.settings.job_deadline) from exc
         except asyncio.CancelledError:
             # Shutdown or a lost LittleHorse connection: leave the GPU work running so the
@@ -255,7 +255,7 @@ class Executor:
             if prompt[node_id]["class_type"] in output_classes and node_id not in accepted
         )
 
-    async def _abandon(self, pid: str) -> None:
+    async def abandon(self, pid: str, why: str) -> None:
         """Stop spending GPU on a job nobody waits for; best effort, bounded.
 
         Delete first: a prompt that moves from pending to running between the two calls is
@@ -266,7 +266,7 @@ class Executor:
                 await self.client.delete_from_queue([pid])
                 await self.client.interrupt(pid)
         except (TimeoutError, ComfyUIError) as exc:
-            log.warning("could not interrupt prompt %s after its deadline: %s", pid, exc)
+            log.warning("could not interrupt prompt %s (%s): %s", pid, why, exc)
 
 
 def describe_files(files: list[OutputFile]) -> str:

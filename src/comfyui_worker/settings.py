@@ -91,6 +91,16 @@ class Settings(BaseSettings):
         description="Template store: base.yaml, workflows.yaml and the workflow files they name",
     )
 
+    shutdown_grace: float = Field(
+        default=25.0,
+        ge=0,
+        description="Seconds claimed tasks get to finish after SIGTERM (Kubernetes gives 30)",
+    )
+    interrupt_on_shutdown: bool = Field(
+        default=False,
+        description="Interrupt prompts still running after the grace instead of leaving them "
+        "for a retry to attach to",
+    )
     retryable_execution_errors: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_RETRYABLE_EXECUTION_ERRORS,
         description="Substrings of an execution error's type or message that make it retryable",

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import grpc
@@ -61,6 +62,8 @@ from littlehorse.worker import LHTaskWorker
 
 __all__ = [
     "FakeLittleHorse",
+    "Handout",
+    "StreamEnd",
     "TaskReport",
     "decode_report",
     "running_worker",
@@ -87,6 +90,26 @@ TaskRunKey = tuple[str, str]
 # Outcomes of waiting on a poll other than a response.
 _STOPPING = object()
 _CLOSED = object()
+_ENDED_OK = object()
+
+
+class StreamEnd(StrEnum):
+    """How `restart()` ends the open PollTask streams."""
+
+    UNAVAILABLE = "unavailable"
+    """The server dies: streams fail with UNAVAILABLE, the port refuses for the downtime."""
+    OK = "ok"
+    """The server (or a proxy in front of it) closes every stream with status OK."""
+
+
+@dataclass(frozen=True)
+class Handout:
+    """One attempt handed to a worker: when (monotonic), to which client id, which attempt."""
+
+    at: float
+    client_id: str | None
+    key: TaskRunKey
+    attempt_number: int
 
 
 def task_run_key(task_run_id: TaskRunId) -> TaskRunKey:
@@ -152,6 +175,7 @@ class _PollStream:
     task_def_name: str | None = None
     client_id: str | None = None
     closed: bool = False
+    generation: int = 0
 
 
 class _Servicer(LittleHorseServicer):  # type: ignore[misc]
@@ -231,6 +255,11 @@ class FakeLittleHorse:
         self._handed_out = 0
         self._empty_replies = 0
         self._put_task_def_refusal: grpc.StatusCode | None = None
+        self._handouts: list[Handout] = []
+        self._timed_out: set[tuple[TaskRunKey, int]] = set()
+        # Streams opened before the current generation are ended with status OK.
+        self._generation = 0
+        self._restarts = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -267,6 +296,70 @@ class FakeLittleHorse:
                     break
                 self._cond.wait(remaining)
         server.stop(grace=0).wait(timeout)
+
+    def restart(
+        self, *, end_streams: StreamEnd = StreamEnd.UNAVAILABLE, downtime: float = 0.0
+    ) -> None:
+        """End every open poll stream, then answer again on the same port, state kept.
+
+        UNAVAILABLE: `stop()`, `downtime` seconds refusing connections, `start()`. OK: every
+        stream is closed with status OK while the server stays up (as a proxy may), then, with
+        a `downtime`, the server also goes away for that long. Blocking; from async code use
+        `await asyncio.to_thread(fake.restart, ...)`.
+        """
+        if end_streams is StreamEnd.OK:
+            with self._cond:
+                self._generation += 1
+                self._cond.notify_all()
+                self._cond.wait_for(
+                    lambda: all(s.generation == self._generation for s in self._streams), 2.0
+                )
+            if downtime > 0:
+                self.stop()
+        else:
+            self.stop()
+        if downtime > 0:
+            time.sleep(downtime)
+        if self._server is None:
+            self.start()
+        with self._cond:
+            self._restarts += 1
+
+    @property
+    def restarts(self) -> int:
+        with self._cond:
+            return self._restarts
+
+    def time_out(self, client_id: str | None = None) -> list[tuple[TaskRunId, int]]:
+        """Time out every attempt handed out and not reported (to `client_id` only, if given)
+        and queue its next attempt, as the server does when a task's timeout passes (e.g.
+        its worker was killed). Returns (TaskRunId, new attempt number) per redelivery. A
+        late report of a timed-out attempt is still recorded in `reports`.
+        """
+        with self._cond:
+            latest = {(h.key, h.attempt_number): h for h in self._handouts}
+            expired = [
+                (key, attempt)
+                for key, attempt in self._in_flight
+                if client_id is None or latest[(key, attempt)].client_id == client_id
+            ]
+            redelivered = []
+            for key, attempt in sorted(expired):
+                self._in_flight.discard((key, attempt))
+                self._timed_out.add((key, attempt))
+                run_id = self._scheduled[key][-1].task_run_id
+                redelivered.append((run_id, self.retry_task(run_id)))
+            return redelivered
+
+    @property
+    def handouts(self) -> list[Handout]:
+        """Every attempt handed to a worker, in order."""
+        with self._cond:
+            return list(self._handouts)
+
+    def timed_out(self, task_run_id: TaskRunId, attempt_number: int) -> bool:
+        with self._cond:
+            return (task_run_key(task_run_id), attempt_number) in self._timed_out
 
     def __enter__(self) -> FakeLittleHorse:
         return self.start()
@@ -619,8 +712,8 @@ class FakeLittleHorse:
     def _poll_task(
         self, request_iterator: Iterator[PollTaskRequest], context: grpc.ServicerContext
     ) -> Iterator[PollTaskResponse]:
-        stream = _PollStream(pending=collections.deque())
         with self._cond:
+            stream = _PollStream(pending=collections.deque(), generation=self._generation)
             self._streams.append(stream)
 
         def read_requests() -> None:
@@ -647,6 +740,8 @@ class FakeLittleHorse:
                 if response is _STOPPING:
                     # What a worker sees when its server goes away mid-stream.
                     context.abort(grpc.StatusCode.UNAVAILABLE, "fake LittleHorse server stopped")
+                if response is _ENDED_OK:
+                    return  # status OK
                 if not isinstance(response, PollTaskResponse):
                     return
                 yield response
@@ -662,6 +757,8 @@ class FakeLittleHorse:
             while True:
                 if self._stopping:
                     return _STOPPING
+                if stream.generation < self._generation:
+                    return _ENDED_OK
                 if stream.closed:
                     # Half-closed by the client (LHTaskWorker.stop()): a task handed out now
                     # would never run, so keep it queued.
@@ -675,6 +772,14 @@ class FakeLittleHorse:
                         self._in_flight.add((task_run_key(task.task_run_id), task.attempt_number))
                         self._max_in_flight = max(self._max_in_flight, len(self._in_flight))
                         self._handed_out += 1
+                        self._handouts.append(
+                            Handout(
+                                time.monotonic(),
+                                stream.client_id,
+                                task_run_key(task.task_run_id),
+                                task.attempt_number,
+                            )
+                        )
                         return PollTaskResponse(result=task)
                     if self._poll_hold_seconds is not None:
                         remaining = received + self._poll_hold_seconds - time.monotonic()

@@ -21,7 +21,7 @@ from littlehorse.exceptions import LHTaskException
 from littlehorse.model import LittleHorseStub, PollTaskRequest, TaskDefId, VariableType
 from littlehorse.worker import LHTaskWorker, WorkerContext
 
-from lh.fake_server import FakeLittleHorse, decode_report, running_worker
+from lh.fake_server import FakeLittleHorse, StreamEnd, decode_report, running_worker
 
 
 @pytest.fixture
@@ -341,3 +341,56 @@ async def test_restart_keeps_port_and_task_defs(fake: FakeLittleHorse) -> None:
         run_id = fake.schedule_task("greet", {"name": "again"})
         report = decode_report(await fake.await_report(run_id))
     assert report.output == "hello again"
+
+
+@pytest.mark.parametrize("end_streams", list(StreamEnd))
+def test_restart_ends_open_streams_then_answers_on_the_same_port(
+    fake: FakeLittleHorse, end_streams: StreamEnd
+) -> None:
+    port = fake.port
+    with _open_poll(fake, "greet") as responses:
+        fake.wait_for_poller("greet")
+        fake.restart(end_streams=end_streams, downtime=0.2)
+        if end_streams is StreamEnd.OK:
+            with pytest.raises(StopIteration):  # the stream ended with status OK
+                next(responses)
+        else:
+            with pytest.raises(grpc.RpcError) as excinfo:
+                next(responses)
+            assert excinfo.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert fake.port == port and fake.restarts == 1
+    run_id = fake.schedule_task("greet", {"name": "x"})
+    with _open_poll(fake, "greet") as responses:  # a new stream is served again
+        assert next(responses).result.task_run_id == run_id
+
+
+async def test_the_sdk_worker_goes_deaf_when_its_stream_ends_ok(fake: FakeLittleHorse) -> None:
+    # What the supervisor compensates for: the SDK never replaces a stream that ended OK.
+    config = fake.config()
+    littlehorse.create_task_def(greet, "greet", config)
+    worker = LHTaskWorker(greet, "greet", config)
+    async with running_worker(fake, worker, "greet"):
+        await asyncio.to_thread(fake.restart, end_streams=StreamEnd.OK)
+        await asyncio.sleep(0.3)
+        assert fake.pollers("greet") == 0
+        assert worker.health().healthy  # and it still looks healthy
+        assert all(c.running for c in worker._connections.values())
+
+
+def test_time_out_redelivers_unreported_attempts_as_the_next_attempt(
+    fake: FakeLittleHorse,
+) -> None:
+    first = fake.schedule_task("anything", {"n": 1})
+    second = fake.schedule_task("anything", {"n": 2})
+    with _open_poll(fake, "anything") as responses:
+        assert next(responses).result.task_run_id == first
+    assert [(h.client_id, h.attempt_number) for h in fake.handouts] == [("raw", 0)]
+    assert fake.time_out(client_id="someone-else") == []
+    assert fake.time_out(client_id="raw") == [(first, 1)]
+    assert fake.timed_out(first, 0) and not fake.timed_out(second, 0)
+    assert fake.in_flight == 0 and fake.queued("anything") == 2
+    with _open_poll(fake, "anything") as responses:
+        assert next(responses).result.task_run_id == second
+    with _open_poll(fake, "anything") as responses:
+        redelivered = next(responses).result
+    assert (redelivered.task_run_id, redelivered.attempt_number) == (first, 1)

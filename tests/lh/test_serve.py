@@ -14,6 +14,7 @@ import pytest
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.constants import TASK_NAME
 from lh.fake_server import FakeLittleHorse, decode_report
+from lh.serve_process import serve_env
 
 WORKFLOW = {
     "1": {
@@ -28,21 +29,6 @@ WORKFLOW = {
 def fake() -> Iterator[FakeLittleHorse]:
     with FakeLittleHorse() as server:
         yield server
-
-
-def serve_env(fake: FakeLittleHorse, mock: MockHandle) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LHC_", "LHW_", "COMFYUI_"))}
-    env.update(
-        {
-            "LHC_API_HOST": fake.host,
-            "LHC_API_PORT": str(fake.port),
-            "COMFYUI_BASE_URL": mock.url,
-            "COMFYUI_OUTPUT_DIR": str(mock.output_dir),
-            "COMFYUI_TEMP_DIR": str(mock.temp_dir),
-            "COMFYUI_INPUT_DIR": str(mock.input_dir),
-        }
-    )
-    return env
 
 
 async def test_serve_registers_runs_tasks_and_stops_on_sigterm(
@@ -78,7 +64,7 @@ async def test_serve_registers_runs_tasks_and_stops_on_sigterm(
             await proc.wait()
     output = (await proc.stdout.read()).decode()  # type: ignore[union-attr]
     assert "2 task slot(s) per LittleHorse host" in output
-    assert "signal received: stopping the worker" in output
+    assert "signal received: draining" in output and "drained: exiting" in output
 
 
 async def test_serve_fails_clearly_when_littlehorse_is_unreachable(

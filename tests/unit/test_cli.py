@@ -87,3 +87,16 @@ def test_an_empty_output_folder_is_a_configuration_error(
     assert main(["run", str(tmp_path / "x.json")]) == 1
     err = capsys.readouterr().err
     assert "invalid configuration" in err and "COMFYUI_OUTPUT_DIR is empty" in err
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("-1", "greater than or equal to 0"), ("soon", "valid number")],
+)
+def test_a_bad_shutdown_grace_is_a_configuration_error_naming_the_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, value: str, problem: str
+) -> None:
+    monkeypatch.setenv("COMFYUI_SHUTDOWN_GRACE", value)
+    assert main(["serve"]) == 1
+    err = capsys.readouterr().err
+    assert "invalid configuration: COMFYUI_SHUTDOWN_GRACE:" in err and problem in err

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
+import os
 import signal
 
 import grpc
 import littlehorse
 from littlehorse.config import LHConfig
 from littlehorse.model import TaskDef, TaskDefId, VariableType
-from littlehorse.worker import LHTaskWorker, WorkerContext
+from littlehorse.worker import WorkerContext
 
 from ..constants import JOB_TASK_NAME, TASK_NAME
 from ..execution import Executor
 from ..runner import Media
 from ..settings import Settings, lh_settings_from_env_file
-from .task import TaskFunction, make_job_task_function, make_task_function
+from .supervisor import Supervisor
+from .task import TaskFunction, make_job_task_function, make_task_function, prompt_id_for
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,8 @@ def describe_task_def(task_def: TaskDef) -> str:
 
 
 async def serve(settings: Settings, config: LHConfig | None = None) -> None:
-    """Run the worker until SIGTERM/SIGINT (signal handlers need the main thread)."""
+    """Run the workers until SIGTERM/SIGINT, then drain (signal handlers need the main
+    thread)."""
     config = config or lh_config(settings)
     executor = Executor(settings)
     media = Media(settings, executor.client)
@@ -156,7 +158,7 @@ async def serve(settings: Settings, config: LHConfig | None = None) -> None:
                 "ComfyUI at %s is not answering yet; tasks will retry until it does",
                 settings.base_url_str,
             )
-        workers = [LHTaskWorker(task, name, config) for name, task in tasks.items()]
+        supervisor = Supervisor(tasks, config)
         log.info(
             "serving %s: ComfyUI %s, %d job(s) in flight, %d task slot(s) per LittleHorse host",
             ", ".join(repr(name) for name in tasks),
@@ -164,42 +166,53 @@ async def serve(settings: Settings, config: LHConfig | None = None) -> None:
             settings.max_in_flight,
             config.num_worker_threads,
         )
-        await _run_until_signal(workers)
+        await _run_until_signal(supervisor, settings, executor)
     finally:
         await media.aclose()
         await executor.aclose()
 
 
-async def _run_until_signal(workers: list[LHTaskWorker]) -> None:
-    """Run the workers until SIGTERM/SIGINT (or until one of them stops).
+async def _run_until_signal(supervisor: Supervisor, settings: Settings, executor: Executor) -> None:
+    """Serve until the first SIGTERM/SIGINT, then drain; a second signal exits at once.
 
-    Not `littlehorse.start()`: its stop() leaves start() asleep in the SDK's 60 s heartbeat,
-    so the process would linger for up to a minute after SIGTERM. Prompts already in ComfyUI
-    keep running; LittleHorse retries their tasks, and a retry on this ComfyUI attaches.
+    Not `littlehorse.start()`: its stop() leaves start() asleep in the SDK's 60 s heartbeat
+    and cancels running tasks instead of letting them finish.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting now without waiting for running tasks", sig.name)
+            logging.shutdown()
+            os._exit(128 + sig)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    runners = [
-        asyncio.create_task(worker.start(), name=f"lh-worker-{i}")
-        for i, worker in enumerate(workers)
-    ]
+        loop.add_signal_handler(sig, on_signal, sig)
+    runner = asyncio.create_task(supervisor.run(), name="lh-supervisor")
     stopping = asyncio.create_task(stop.wait(), name="stop-signal")
     try:
-        await asyncio.wait({*runners, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        for runner in runners:
-            if runner.done():
-                runner.result()  # e.g. LittleHorse unreachable at start: raise it
-                return
-        log.info("signal received: stopping the workers")
-        for worker in workers:
-            # stop() reads the TaskDef start() fetched: AttributeError if it never got there.
-            with contextlib.suppress(AttributeError):
-                worker.stop()
+        await asyncio.wait({runner, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if runner.done():
+            runner.result()  # e.g. LittleHorse unreachable at start: raise it
+            return
+        log.info(
+            "signal received: draining (COMFYUI_SHUTDOWN_GRACE %g s; a second signal exits "
+            "at once)",
+            settings.shutdown_grace,
+        )
+        cancelled = await supervisor.drain(settings.shutdown_grace)
+        if cancelled and settings.interrupt_on_shutdown:
+            for claim in cancelled:
+                await executor.abandon(
+                    prompt_id_for(claim.task.task_run_id.task_guid), "the worker shut down"
+                )
+        await runner
+        log.info("drained: exiting")
     finally:
-        for task in (*runners, stopping):
+        for task in (runner, stopping):
             task.cancel()
-        await asyncio.gather(*runners, stopping, return_exceptions=True)
+        await asyncio.gather(runner, stopping, return_exceptions=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

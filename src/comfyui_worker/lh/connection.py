@@ -1,0 +1,284 @@
+"""One poll stream to one LittleHorse host, and the tasks claimed through it.
+
+`SupervisedConnection` is the SDK's `LHConnection` with the gaps that make a worker deaf or
+lossy closed (see README, *Surviving LittleHorse restarts*):
+
+- the SDK's poll loop ends silently when the server ends the stream with status OK and keeps
+  `running = True`, so nothing ever replaces it; here every end of the stream, OK or error,
+  is reported to the supervisor at once (`on_end`) with its reason;
+- the SDK shares one cached gRPC channel per host, which after an outage sits in gRPC's
+  reconnect back-off (up to minutes); each connection here opens its own channel, so a new
+  connection dials at once;
+- the SDK's task executions and report retries are bare `create_task`s that nothing tracks;
+  here each claimed task is in `InFlight` from its claim until its report is acknowledged
+  or given up (logged with the task run id), so drain knows what is still running;
+- a report that fails is retried on the newest channel to that host, not only on the old one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+import grpc
+from littlehorse.config import LHConfig
+from littlehorse.model import (
+    LittleHorseStub,
+    PollTaskRequest,
+    PollTaskResponse,
+    ReportTaskRun,
+    ScheduledTask,
+    TaskRunId,
+    TaskStatus,
+)
+from littlehorse.worker import LHConnection, LHTask
+
+log = logging.getLogger(__name__)
+
+REPORT_ATTEMPTS = 20
+REPORT_RETRY_MAX_DELAY = 5.0
+REPORT_RPC_TIMEOUT = 10.0
+# The SDK pauses 5 s after an empty poll reply (the server answers empty after a restart).
+EMPTY_REPLY_PAUSE = 0.5
+# A stopped stream the server does not end by itself is cancelled after this long.
+STOP_TIMEOUT = 5.0
+
+
+def rpc_error_text(exc: BaseException) -> str:
+    """`CODE: details` for a gRPC error, the repr of anything else."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return repr(exc)
+
+
+def describe_run(run_id: TaskRunId, attempt: int | None = None) -> str:
+    """How logs name a task run: `wf_run_id/task_guid` and the attempt."""
+    text = f"task run {run_id.wf_run_id.id}/{run_id.task_guid}"
+    return text if attempt is None else f"{text} attempt {attempt}"
+
+
+class Phase(StrEnum):
+    RUNNING = "running"
+    REPORTING = "reporting"
+
+
+@dataclass
+class Claim:
+    """A task this process claimed and has not yet reported."""
+
+    task: ScheduledTask
+    execution: asyncio.Task[None]
+    connection: SupervisedConnection
+    phase: Phase = Phase.RUNNING
+
+    @property
+    def name(self) -> str:
+        return describe_run(self.task.task_run_id, self.task.attempt_number)
+
+
+class InFlight:
+    """Every claimed task from its claim until LittleHorse acknowledged its report."""
+
+    def __init__(self) -> None:
+        self._claims: dict[tuple[str, str, int], Claim] = {}
+        self._changed = asyncio.Event()
+
+    @staticmethod
+    def _key(task_run_id: TaskRunId, attempt: int) -> tuple[str, str, int]:
+        return (task_run_id.wf_run_id.id, task_run_id.task_guid, attempt)
+
+    def __len__(self) -> int:
+        return len(self._claims)
+
+    def claims(self) -> list[Claim]:
+        return list(self._claims.values())
+
+    def add(self, claim: Claim) -> None:
+        self._claims[self._key(claim.task.task_run_id, claim.task.attempt_number)] = claim
+
+    def get(self, task_run_id: TaskRunId, attempt: int) -> Claim | None:
+        return self._claims.get(self._key(task_run_id, attempt))
+
+    def remove(self, task_run_id: TaskRunId, attempt: int) -> None:
+        claim = self._claims.pop(self._key(task_run_id, attempt), None)
+        if claim is not None:
+            self._changed.set()
+            claim.connection.release_channel_if_idle()
+
+    async def wait_empty(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait up to `timeout` s for nothing to be in flight; True if so."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._claims:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
+        return True
+
+
+class SupervisedConnection(LHConnection):  # type: ignore[misc]
+    """An `LHConnection` that says when its stream ends and tracks what it claimed."""
+
+    def __init__(
+        self,
+        server: str,
+        config: LHConfig,
+        task: LHTask,
+        *,
+        in_flight: InFlight,
+        slots: asyncio.Semaphore,
+        newest_stub: Callable[[], LittleHorseStub],
+        on_end: Callable[[SupervisedConnection], None],
+    ) -> None:
+        super().__init__(server, config, task)
+        # Own channel (see module docstring); the SDK's cached one is never dialled.
+        self._channel = config.establish_channel(server, async_channel=True)
+        self._stub = LittleHorseStub(self._channel)
+        # Shared by every connection to this host, so a replacement connection does not claim
+        # a second full set of tasks while the previous one's are still running.
+        self._schedule_task_semaphore = slots
+        self._in_flight = in_flight
+        self._newest_stub = newest_stub
+        self._on_end = on_end
+        self._stopped = False
+        self._call: grpc.aio.StreamStreamCall[PollTaskRequest, PollTaskResponse] | None = None
+        self.started_at = time.monotonic()
+        self.ended = False
+        self.end_reason: str | None = None
+        self.claimed = 0
+
+    @property
+    def stub(self) -> LittleHorseStub:
+        return self._stub
+
+    @property
+    def lifetime(self) -> float:
+        return time.monotonic() - self.started_at
+
+    def stop(self) -> None:
+        """Stop asking for work; tasks already claimed keep running and reporting."""
+        if self._stopped:
+            return
+        self._stopped = True
+        super().stop()
+        # Half-closing lets the server end the stream; one that does not is cut.
+        asyncio.get_running_loop().call_later(STOP_TIMEOUT, self._cancel_call)
+
+    def _cancel_call(self) -> None:
+        if self._call is not None and not self.ended:
+            self._call.cancel()
+
+    async def _ask_for_work(self) -> None:
+        async def requests() -> AsyncIterator[PollTaskRequest]:
+            while self.running:
+                await self._ask_for_work_semaphore.acquire()
+                if self.running:
+                    yield PollTaskRequest(
+                        client_id=self._config.task_worker_id,
+                        task_worker_version=self._config.worker_version,
+                        task_def_id=self._task.task_def.id,
+                    )
+
+        reason = "LittleHorse ended the poll stream (status OK)"
+        try:
+            self._call = self._stub.PollTask(requests())
+            async for reply in self._call:
+                if reply.HasField("result"):
+                    self.claimed += 1
+                    await self._schedule_task(reply.result)
+                else:
+                    await asyncio.sleep(EMPTY_REPLY_PAUSE)
+                self._ask_for_work_semaphore.release()
+        except grpc.aio.AioRpcError as exc:
+            reason = f"poll stream failed: {rpc_error_text(exc)}"
+        except Exception as exc:  # the SDK's own failures must not leave a deaf worker either
+            log.exception("poll loop to %s failed", self.server)
+            reason = f"poll loop failed: {exc!r}"
+        finally:
+            self.running = False
+            self.ended = True
+            self.end_reason = None if self._stopped else reason
+            self.release_channel_if_idle()
+            self._on_end(self)
+
+    async def _schedule_task(self, task: ScheduledTask) -> None:
+        await self._schedule_task_semaphore.acquire()
+        execution = asyncio.create_task(self._execute_task(task), name="lh-task-execution")
+        self._in_flight.add(Claim(task, execution, self))
+        execution.add_done_callback(lambda done: self._execution_done(task, done))
+
+    def _execution_done(self, task: ScheduledTask, done: asyncio.Task[None]) -> None:
+        # The SDK reports every outcome of the task function, cancellation included; only
+        # its own failures (e.g. an unserialisable exception content) skip the report.
+        if done.cancelled() or done.exception() is not None:
+            claim = self._in_flight.get(task.task_run_id, task.attempt_number)
+            if claim is not None and claim.phase is Phase.RUNNING:
+                log.error(
+                    "%s: no report sent (%s); LittleHorse retries it after its timeout",
+                    describe_run(task.task_run_id, task.attempt_number),
+                    "cancelled" if done.cancelled() else repr(done.exception()),
+                )
+                self._schedule_task_semaphore.release()
+                self._in_flight.remove(task.task_run_id, task.attempt_number)
+
+    async def _report_task(self, task_result: ReportTaskRun, retries_left: int) -> None:
+        """Report, retrying with back-off on the newest channel; a report given up is logged
+        with its task run id and status (the SDK's 15 x 2 s then a bare message)."""
+        run_id, attempt = task_result.task_run_id, task_result.attempt_number
+        name = describe_run(run_id, attempt)
+        status = TaskStatus.Name(task_result.status)
+        claim = self._in_flight.get(run_id, attempt)
+        if claim is not None:
+            claim.phase = Phase.REPORTING
+        stub, delay, error = self._stub, 0.5, ""
+        try:
+            for attempt_no in range(1, REPORT_ATTEMPTS + 1):
+                try:
+                    await stub.ReportTask(task_result, timeout=REPORT_RPC_TIMEOUT)
+                except Exception as exc:  # AioRpcError, or a channel closed under us
+                    error = rpc_error_text(exc)
+                    log.warning(
+                        "%s: report %s failed (try %d of %d): %s",
+                        name,
+                        status,
+                        attempt_no,
+                        REPORT_ATTEMPTS,
+                        error,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, REPORT_RETRY_MAX_DELAY)
+                    stub = self._newest_stub()
+                    continue
+                if attempt_no > 1:
+                    log.info("%s: reported %s after %d tries", name, status, attempt_no)
+                return
+            log.error(
+                "%s: report %s dropped after %d tries (%s); LittleHorse retries the task "
+                "after its timeout",
+                name,
+                status,
+                REPORT_ATTEMPTS,
+                error,
+            )
+        except asyncio.CancelledError:
+            log.error("%s: report %s abandoned at exit", name, status)
+            raise
+        finally:
+            self._in_flight.remove(run_id, attempt)
+
+    def release_channel_if_idle(self) -> None:
+        """Close this connection's channel once its stream ended and its claims reported."""
+        if not self.ended or any(c.connection is self for c in self._in_flight.claims()):
+            return
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            asyncio.get_running_loop().create_task(channel.close(None), name="lh-channel-close")
