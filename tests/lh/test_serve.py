@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.constants import TASK_NAME
 from lh.fake_server import FakeLittleHorse, decode_report
-from lh.serve_process import serve_env
+from lh.serve_process import serve_env, start_serve
 
 WORKFLOW = {
     "1": {
@@ -34,16 +33,7 @@ def fake() -> Iterator[FakeLittleHorse]:
 async def test_serve_registers_runs_tasks_and_stops_on_sigterm(
     fake: FakeLittleHorse, comfyui_mock: MockHandle, tmp_path: Path
 ) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "comfyui_worker.cli",
-        "serve",
-        env=serve_env(fake, comfyui_mock),
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    proc = await start_serve(serve_env(fake, comfyui_mock), tmp_path)
     try:
         async with asyncio.timeout(20):
             while fake.pollers(TASK_NAME) == 0:
@@ -80,16 +70,7 @@ async def test_serve_fails_clearly_when_littlehorse_is_unreachable(
             "COMFYUI_TEMP_DIR": str(comfyui_mock.temp_dir),
         }
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "comfyui_worker.cli",
-        "serve",
-        env=env,
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    proc = await start_serve(env, tmp_path)
     async with asyncio.timeout(30):
         out, _ = await proc.communicate()
     assert proc.returncode == 1
