@@ -16,6 +16,10 @@ TEMPLATE_TASK_NAME = "run-comfyui-template"
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8188"
 
+DEFAULT_MAX_RESULT_BYTES = 800_000
+"""COMFYUI_MAX_RESULT_BYTES: well under LittleHorse's ~1,047,000-byte records, with room for
+the log output, and above COMFYUI_MAX_INLINE_BYTES so base64 mode's own check speaks first."""
+
 DEFAULT_RETRYABLE_EXECUTION_ERRORS: tuple[str, ...] = (
     "torch.OutOfMemoryError",
     "torch.cuda.OutOfMemoryError",

@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from .bounds import MAX_LOG_LINE_BYTES, MAX_MESSAGE_BYTES, truncate
 from .comfyui.client import ComfyUIClient
 from .comfyui.models import HistoryEntry, Submission
 from .constants import JobStatus
@@ -34,7 +35,9 @@ from .outputs import (
     OutputDirs,
     OutputFile,
     OutputText,
+    describe_files,
     find_missing,
+    folder_variables,
     node_order,
     parse_outputs_async,
 )
@@ -43,6 +46,9 @@ from .waiting import JobObserver, Waiter
 from .workflow import validate_workflow
 
 __all__ = ["Executor", "JobObserver", "JobResult", "raise_for_outcome"]
+
+# The last frames say where it broke; the whole traceback can be huge.
+MAX_TRACEBACK_FRAMES = 20
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +169,7 @@ class Executor:
                 raise OutputMissingError(
                     f"ComfyUI reported {describe_files(missing)}, which do not exist even "
                     "after it ran the prompt again with its cache cleared; is "
-                    f"{_folder_variables(missing)} the folder ComfyUI writes to?",
+                    f"{folder_variables(missing)} the folder ComfyUI writes to?",
                     prompt_id=pid,
                     missing=[f.path for f in missing],
                 )
@@ -269,28 +275,21 @@ class Executor:
             log.warning("could not interrupt prompt %s (%s): %s", pid, why, exc)
 
 
-def describe_files(files: list[OutputFile]) -> str:
-    shown = ", ".join(f"{f.path} (node {f.node_id} {f.key!r})" for f in files[:5])
-    more = f" and {len(files) - 5} more" if len(files) > 5 else ""
-    return f"{len(files)} output file(s) {shown}{more}"
-
-
-def _folder_variables(files: list[OutputFile]) -> str:
-    return " / ".join(sorted({f"COMFYUI_{f.type.upper()}_DIR" for f in files}))
-
-
 def raise_for_outcome(entry: HistoryEntry) -> None:
     """Raise the typed error a failed history entry describes."""
     if entry.succeeded:
         return
     if (err := entry.message("execution_error")) is not None:
+        # ComfyUI's message and traceback go into logs and the LittleHorse report: bounded
+        # here, once, so every copy is (a custom node can raise with megabytes of text).
+        frames = [str(line) for line in err.get("traceback") or []][-MAX_TRACEBACK_FRAMES:]
         raise ExecutionError(
             prompt_id=entry.prompt_id,
             node_id=str(err.get("node_id", "")),
             node_type=str(err.get("node_type", "")),
-            exception_type=str(err.get("exception_type", "")),
-            exception_message=str(err.get("exception_message", "")),
-            traceback=[str(line) for line in err.get("traceback") or []],
+            exception_type=truncate(str(err.get("exception_type", "")), MAX_LOG_LINE_BYTES),
+            exception_message=truncate(str(err.get("exception_message", "")), MAX_MESSAGE_BYTES),
+            traceback=[truncate(frame, MAX_LOG_LINE_BYTES) for frame in frames],
         )
     if (err := entry.message("execution_interrupted")) is not None:
         raise ExecutionInterrupted(

@@ -91,6 +91,18 @@ async def find_missing(files: list[OutputFile]) -> list[OutputFile]:
     return await asyncio.to_thread(lambda: [f for f in files if not os.path.isfile(f.path)])
 
 
+def describe_files(files: list[OutputFile]) -> str:
+    """ "3 output file(s) /a.png (node 9 'images'), ..." for messages: at most five named."""
+    shown = ", ".join(f"{f.path} (node {f.node_id} {f.key!r})" for f in files[:5])
+    more = f" and {len(files) - 5} more" if len(files) > 5 else ""
+    return f"{len(files)} output file(s) {shown}{more}"
+
+
+def folder_variables(files: list[OutputFile]) -> str:
+    """The settings that say where these files' folders are mounted."""
+    return " / ".join(sorted({f"COMFYUI_{f.type.upper()}_DIR" for f in files}))
+
+
 def _resolve(node_id: str, key: str, item: dict[str, Any], dirs: OutputDirs) -> OutputFile:
     filename = item["filename"]
     subfolder = item.get("subfolder") or ""

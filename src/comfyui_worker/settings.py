@@ -19,8 +19,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .bounds import MAX_RESULT_CEILING
 from .constants import (
     DEFAULT_BASE_URL,
+    DEFAULT_MAX_RESULT_BYTES,
     DEFAULT_RETRYABLE_EXECUTION_ERRORS,
     CleanupMode,
     CompletionMode,
@@ -141,6 +143,13 @@ class Settings(BaseSettings):
     output_store: str | None = Field(
         default=None,
         description="Where store mode uploads outputs: s3://bucket/prefix (gs://, az:// too)",
+    )
+    max_result_bytes: int = Field(
+        default=DEFAULT_MAX_RESULT_BYTES,
+        gt=0,
+        le=MAX_RESULT_CEILING,
+        description="Largest task result or exception LittleHorse is sent (serialized JSON); "
+        "long texts are cut, and a result that still does not fit is comfyui-output-too-large",
     )
     max_inline_bytes: int = Field(
         default=700_000,

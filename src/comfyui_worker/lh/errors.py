@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from littlehorse import to_variable_value
 from littlehorse.exceptions import LHTaskException
 
-from ..constants import DEFAULT_RETRYABLE_EXECUTION_ERRORS, ExceptionName
+from ..bounds import MAX_MESSAGE_BYTES, bound_details, serialized_size, truncate
+from ..constants import DEFAULT_MAX_RESULT_BYTES, DEFAULT_RETRYABLE_EXECUTION_ERRORS, ExceptionName
 from ..exceptions import (
     BrokenTemplateError,
     ComfyUIWorkerError,
@@ -75,7 +76,13 @@ def is_transient(exc: ExecutionError, patterns: Sequence[str]) -> bool:
     return any(pattern.casefold() in text for pattern in patterns if pattern)
 
 
-def to_lh_exception(exc: ComfyUIWorkerError, name: ExceptionName) -> LHTaskException:
+def to_lh_exception(
+    exc: ComfyUIWorkerError, name: ExceptionName, *, max_bytes: int = DEFAULT_MAX_RESULT_BYTES
+) -> LHTaskException:
+    """The business exception, message and content cut to fit what LittleHorse stores
+    (`max_bytes`: Settings.max_result_bytes, shared by the two)."""
+    message = truncate(str(exc), min(MAX_MESSAGE_BYTES, max_bytes // 4))
+    content = bound_details(exc.details(), max_bytes - serialized_size(message))
     # The SDK needs a VariableValue here: a raw dict fails inside its except block, no
     # report is sent and the worker slot leaks.
-    return LHTaskException(name.value, str(exc), to_variable_value(exc.details()))
+    return LHTaskException(name.value, message, to_variable_value(content))

@@ -11,6 +11,7 @@ from typing import Any
 
 from littlehorse.worker import WorkerContext
 
+from ..bounds import LogBudget, bound_result
 from ..constants import PROMPT_ID_NAMESPACE, JobOutcome
 from ..exceptions import ComfyUIWorkerError
 from ..execution import Executor
@@ -33,8 +34,8 @@ def prompt_id_for(idempotency_key: str) -> str:
 
 class TaskObserver(RecordingObserver):
     """Records the job (metrics, `/jobs`) and sends notable moments to the NodeRun's log
-    output: milestones, and progress at most every 10 % or 10 s (LittleHorse stores that
-    output, so it must stay small)."""
+    output: milestones, and progress at most every 10 % or 10 s. LittleHorse stores that
+    output beside the result, so it is kept under MAX_LOG_BYTES (`bounds.LogBudget`)."""
 
     def __init__(self, ctx: WorkerContext) -> None:
         super().__init__(
@@ -43,14 +44,19 @@ class TaskObserver(RecordingObserver):
             attempt=ctx.attempt_number,
         )
         self.ctx = ctx
+        self._budget = LogBudget()
+
+    def log(self, line: str, *, final: bool = False) -> None:
+        if (admitted := self._budget.admit(line, final=final)) is not None:
+            self.ctx.log(admitted)
 
     def note(self, prompt_id: str, message: str) -> None:
         super().note(prompt_id, message)
-        self.ctx.log(f"prompt {prompt_id}: {message}")
+        self.log(f"prompt {prompt_id}: {message}")
 
     def progress(self, prompt_id: str, progress: Progress) -> None:
         super().progress(prompt_id, progress)
-        self.ctx.log(f"prompt {prompt_id}: {progress.describe()}")
+        self.log(f"prompt {prompt_id}: {progress.describe()}")
 
 
 def make_task_function(executor: Executor, media: Media | None = None) -> TaskFunction:
@@ -66,7 +72,7 @@ def make_task_function(executor: Executor, media: Media | None = None) -> TaskFu
                 workflow, executor=executor, media=media, prompt_id=prompt_id, observer=observer
             )
             _record_delivered(result)
-            return result
+            return bound_result(result, executor.settings.max_result_bytes)
 
     return execute_comfyui_workflow
 
@@ -88,7 +94,7 @@ def make_job_task_function(
                 observer=observer,
             )
             _record_delivered(result)
-            return result
+            return bound_result(result, executor.settings.max_result_bytes)
 
     return run_comfyui_job
 
@@ -107,20 +113,20 @@ async def _task_run(
         task_run_id=observer.task_run_id,
         attempt=observer.attempt,
     )
-    ctx.log(f"attempt {ctx.attempt_number}: ComfyUI prompt_id {prompt_id}")
+    observer.log(f"attempt {ctx.attempt_number}: ComfyUI prompt_id {prompt_id}")
     outcome, name = JobOutcome.FAILED, ""
     try:
         yield prompt_id, observer
         outcome = JobOutcome.SUCCESS
     except ComfyUIWorkerError as exc:
-        ctx.log(f"failed: {exc}")
+        observer.log(f"failed: {exc}", final=True)
         business = business_name(
             exc, retryable_execution_errors=settings.retryable_execution_errors
         )
         name = business.value if business else type(exc).__name__
         if business is not None:
             outcome = JobOutcome.BUSINESS_EXCEPTION
-            raise to_lh_exception(exc, business) from exc
+            raise to_lh_exception(exc, business, max_bytes=settings.max_result_bytes) from exc
         raise
     except asyncio.CancelledError:
         outcome, name = JobOutcome.CANCELLED, "CancelledError"

@@ -1,0 +1,195 @@
+"""What LittleHorse stores for a task attempt, measured and kept under its record limit.
+
+The server refuses records over about 1,047,000 bytes; a refused report is dropped by the SDK
+after its retries and the task then hangs until its timeout, to be retried into the same
+result. So the result (or the exception) of every attempt is kept under
+COMFYUI_MAX_RESULT_BYTES, and the NodeRun's log output under MAX_LOG_BYTES, measured as the SDK
+serializes them: `json.dumps` of the value (ASCII, so characters are bytes).
+
+Long texts are cut with a marker saying how much was cut; what still does not fit raises
+OutputTooLargeError naming the biggest parts. Paths, URLs and other data are never cut: a
+shortened one would be wrong, not smaller.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .exceptions import OutputTooLargeError
+
+LH_RECORD_LIMIT = 1_047_000
+"""Bytes of the largest record the LittleHorse server accepts."""
+
+MAX_LOG_BYTES = 32_000
+"""Bytes of NodeRun log output one attempt may leave (stored beside the result)."""
+
+MAX_RESULT_CEILING = 1_000_000
+"""The highest COMFYUI_MAX_RESULT_BYTES allowed: the record limit less the log and the
+report's own fields."""
+
+MAX_LOG_LINE_BYTES = 2_000
+"""One log line, cut beyond this (an error message with a whole traceback in it)."""
+
+# A cut text keeps at least this much of its start: enough to say what it was.
+MIN_KEPT_CHARS = 200
+
+
+def serialized_size(value: Any) -> int:
+    """Bytes LittleHorse stores for `value`: the SDK sends `json.dumps(value)`."""
+    return len(json.dumps(value))
+
+
+def marker(cut_bytes: int) -> str:
+    return f"…[truncated {cut_bytes:,} bytes]"
+
+
+def truncate(text: str, max_bytes: int) -> str:
+    """`text` whose JSON encoding fits `max_bytes`, its end replaced by a marker if cut."""
+    if _encoded(text) <= max_bytes:
+        return text
+    keep = len(text)
+    while keep > 0:
+        # Scale by how much the JSON encoding (escapes) inflates the part kept, then check.
+        keep = min(keep - 1, keep * max(0, max_bytes - 40) // max(1, _encoded(text[:keep])))
+        cut = text[:keep] + marker(len(text[keep:].encode()))
+        if _encoded(cut) <= max_bytes:
+            return cut
+    return marker(len(text.encode()))[: max(0, max_bytes)]
+
+
+def bound_result(result: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """The task result cut to fit `max_bytes`: long `texts[*].text` are truncated, longest
+    first; raises OutputTooLargeError when it still does not fit.
+
+    Call it on the final dict, after anything that adds to it (inline base64 outputs...).
+    """
+    bounded = dict(result)
+    texts = [dict(t) for t in result.get("texts") or []]
+    if texts:
+        bounded["texts"] = texts
+    slots = [_Slot(t, "text") for t in texts if isinstance(t.get("text"), str)]
+    size = _fit(bounded, max_bytes, slots)
+    if size > max_bytes:
+        parts = {key: serialized_size(value) for key, value in bounded.items()}
+        biggest = sorted(parts.items(), key=lambda kv: -kv[1])[:3]
+        raise OutputTooLargeError(
+            f"the result is {size:,} bytes, over COMFYUI_MAX_RESULT_BYTES ({max_bytes:,}) "
+            "even with its texts cut; biggest parts: "
+            + ", ".join(f"{key} {n:,} bytes" for key, n in biggest)
+            + ". Return fewer outputs, or deliver them to an object store (output mode "
+            "'store') instead of inline",
+            size=size,
+            limit=max_bytes,
+            parts=parts,
+        )
+    return bounded
+
+
+def bound_details(details: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """Exception content cut to fit `max_bytes`: every string may be cut (messages,
+    tracebacks, node error details), longest first; then the biggest lists and objects are
+    replaced by a marker; if it still does not fit, only the (cut) message is kept."""
+    bounded: dict[str, Any] = _copy(details)
+    slots: list[_Slot] = []
+    _collect(bounded, slots)
+    size = _fit(bounded, max_bytes, slots)
+    # Many small items (node errors, frames): drop the biggest lists and objects whole.
+    nested = [k for k, v in bounded.items() if isinstance(v, dict | list)]
+    for key in sorted(nested, key=lambda k: -serialized_size(bounded[k])):
+        if size <= max_bytes:
+            break
+        bounded[key] = marker(serialized_size(bounded[key]))
+        size = serialized_size(bounded)
+    if size <= max_bytes:
+        return bounded
+    message = truncate(str(details.get("message", "")), max(0, max_bytes // 2))
+    return {
+        "message": message,
+        "truncated": f"the exception's content was {size:,} bytes, over {max_bytes:,}",
+    }
+
+
+@dataclass(slots=True)
+class _Slot:
+    """A string inside a JSON value that may be cut: `container[key]`."""
+
+    container: Any
+    key: Any
+
+    @property
+    def text(self) -> str:
+        value: str = self.container[self.key]
+        return value
+
+
+def _fit(value: Any, max_bytes: int, slots: list[_Slot]) -> int:
+    """Cut the longest slots until `value` serializes within `max_bytes`; the final size."""
+    size = serialized_size(value)
+    candidates = sorted(slots, key=lambda s: -len(s.text))
+    for slot in candidates:
+        if size <= max_bytes:
+            break
+        text = slot.text
+        if len(text) <= MIN_KEPT_CHARS:
+            continue
+        encoded = _encoded(text)
+        budget = max(encoded - (size - max_bytes), _encoded(text[:MIN_KEPT_CHARS]) + 40)
+        slot.container[slot.key] = truncate(text, budget)
+        size = serialized_size(value)
+    return size
+
+
+def _encoded(text: str) -> int:
+    return len(json.dumps(text)) - 2
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_copy(v) for v in value]
+    return value
+
+
+def _collect(value: Any, slots: list[_Slot]) -> None:
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        if isinstance(item, str):
+            slots.append(_Slot(value, key))
+        elif isinstance(item, dict | list):
+            _collect(item, slots)
+
+
+MAX_MESSAGE_BYTES = 16_000
+"""An exception's message (and ComfyUI's exception_message), cut beyond this."""
+
+# The SDK prefixes each log line with "[<datetime>] " and joins lines with a newline.
+_LOG_LINE_OVERHEAD = 32
+
+
+class LogBudget:
+    """Lines for the NodeRun log output, each cut to MAX_LOG_LINE_BYTES and all together kept
+    under `max_bytes`. Room for one last line (the failure) is always kept; lines beyond the
+    budget are dropped, with one line saying so."""
+
+    def __init__(self, max_bytes: int = MAX_LOG_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.used = 0
+        self.dropped = 0
+
+    def admit(self, line: str, *, final: bool = False) -> str | None:
+        """The line to log (cut if long), or None when it is dropped to stay in budget."""
+        line = truncate(line, MAX_LOG_LINE_BYTES)
+        cost = len(line.encode()) + _LOG_LINE_OVERHEAD
+        # Kept back for the final line and the note about dropped lines.
+        reserve = 0 if final else 2 * (MAX_LOG_LINE_BYTES + _LOG_LINE_OVERHEAD)
+        if self.used + cost > self.max_bytes - reserve:
+            self.dropped += 1
+            if self.dropped > 1:
+                return None
+            line = f"…[further log lines dropped to keep this log under {self.max_bytes:,} bytes]"
+            cost = len(line.encode()) + _LOG_LINE_OVERHEAD
+        self.used += cost
+        return line

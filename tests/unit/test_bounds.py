@@ -1,0 +1,125 @@
+"""Results, exceptions and logs kept under what LittleHorse stores (`bounds`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from comfyui_worker.bounds import (
+    MAX_LOG_BYTES,
+    MAX_RESULT_CEILING,
+    LogBudget,
+    bound_details,
+    bound_result,
+    serialized_size,
+    truncate,
+)
+from comfyui_worker.exceptions import ExecutionError, OutputTooLargeError
+from comfyui_worker.settings import Settings
+
+
+def result_with(*texts: str, files: int = 1) -> dict[str, Any]:
+    paths = [f"/comfyui/output/run/img_{i:05}_.png" for i in range(files)]
+    return {
+        "prompt_id": "p",
+        "status": "success",
+        "outputs": paths,
+        "files": [{"node_id": "9", "key": "images", "path": p} for p in paths],
+        "texts": [{"node_id": str(10 + i), "key": "text", "text": t} for i, t in enumerate(texts)],
+        "node_errors": [],
+        "reused": False,
+    }
+
+
+def test_truncate_says_how_much_was_cut() -> None:
+    assert truncate("short", 100) == "short"
+    cut = truncate("a" * 10_000, 1_000)
+    assert len(json.dumps(cut)) - 2 <= 1_000
+    kept = cut.index("…")
+    assert cut.endswith(f"…[truncated {10_000 - kept:,} bytes]")
+    # Counted in UTF-8 bytes, measured in the JSON the SDK sends (escapes included).
+    accented = truncate("é" * 1_000, 300)
+    assert len(json.dumps(accented)) - 2 <= 300
+    kept = accented.index("…")
+    assert accented.endswith(f"[truncated {2 * (1_000 - kept):,} bytes]")
+
+
+def test_the_issue_case_a_1_6_mb_text_fits_the_default_limit() -> None:
+    limit = Settings(_env_file=None).max_result_bytes  # type: ignore[call-arg]
+    caption = "a caption"
+    bounded = bound_result(result_with("x" * 1_600_000, caption), limit)
+    assert serialized_size(bounded) <= limit < 1_000_000
+    long, short = bounded["texts"]
+    assert short["text"] == caption
+    kept = long["text"].index("…")
+    assert long["text"].endswith(f"[truncated {1_600_000 - kept:,} bytes]")
+    assert bounded["outputs"] == result_with()["outputs"]
+
+
+def test_the_longest_texts_are_cut_first_and_the_input_is_left_alone() -> None:
+    original = result_with("a" * 30_000, "b" * 5_000, "c" * 100)
+    bounded = bound_result(original, 20_000)
+    assert serialized_size(bounded) <= 20_000
+    assert "[truncated" in bounded["texts"][0]["text"]
+    assert bounded["texts"][1]["text"] == "b" * 5_000 and bounded["texts"][2]["text"] == "c" * 100
+    assert original["texts"][0]["text"] == "a" * 30_000
+
+
+def test_what_cannot_be_cut_is_output_too_large_naming_the_parts() -> None:
+    with pytest.raises(OutputTooLargeError) as info:
+        bound_result(result_with("t" * 50_000, files=400), 20_000)
+    err = info.value
+    assert err.limit == 20_000 and err.size > 20_000
+    assert err.parts["files"] > err.parts["outputs"] > err.parts["texts"]
+    assert "biggest parts: files" in str(err) and "COMFYUI_MAX_RESULT_BYTES (20,000)" in str(err)
+
+
+def test_exception_content_is_cut_string_by_string() -> None:
+    exc = ExecutionError(
+        prompt_id="p",
+        node_id="3",
+        node_type="KSampler",
+        exception_type="RuntimeError",
+        exception_message="tensor " * 100_000,
+        traceback=[f"frame {i}: " + "x" * 5_000 for i in range(20)],
+    )
+    content = bound_details(exc.details(), 10_000)
+    assert serialized_size(content) <= 10_000
+    assert content["node_id"] == "3" and content["node_type"] == "KSampler"
+    assert "[truncated " in content["exception_message"]
+
+
+def test_many_small_items_are_dropped_whole_keeping_the_scalars() -> None:
+    details = {
+        "message": "refused",
+        "limit": 5,
+        "node_errors": [{"id": str(i)} for i in range(5_000)],
+    }
+    content = bound_details(details, 1_000)
+    assert serialized_size(content) <= 1_000
+    assert content["message"] == "refused" and content["limit"] == 5
+    assert content["node_errors"].startswith("…[truncated ")
+
+
+def test_the_log_stays_under_budget_and_keeps_room_for_the_failure() -> None:
+    budget = LogBudget()
+    logged = [line for i in range(5_000) if (line := budget.admit(f"node {i} " + "p" * 100))]
+    final = budget.admit("failed: " + "e" * 50_000, final=True)
+    assert final is not None and final.startswith("failed: eee") and "[truncated " in final
+    logged.append(final)
+    assert sum(len(line.encode()) + 32 for line in logged) <= MAX_LOG_BYTES
+    assert [line for line in logged if "further log lines dropped" in line] == [logged[-2]]
+
+
+@pytest.mark.parametrize("value", [0, -1, MAX_RESULT_CEILING + 1, 1_047_000])
+def test_max_result_bytes_must_fit_a_littlehorse_record(value: int) -> None:
+    with pytest.raises(ValidationError, match="max_result_bytes"):
+        Settings(_env_file=None, max_result_bytes=value)  # type: ignore[call-arg]
+
+
+def test_max_result_bytes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMFYUI_MAX_RESULT_BYTES", "250000")
+    assert Settings(_env_file=None).max_result_bytes == 250_000  # type: ignore[call-arg]
