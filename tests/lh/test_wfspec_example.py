@@ -23,6 +23,13 @@ EXCEPTION_NAMES = {
     "comfyui-execution-error",
     "comfyui-unsafe-output-path",
 }
+JOB_EXCEPTION_NAMES = EXCEPTION_NAMES | {
+    "comfyui-invalid-job",
+    "comfyui-invalid-input",
+    "comfyui-unknown-template",
+    "comfyui-output-too-large",
+    "comfyui-output-store-denied",
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +51,12 @@ def compiled(example: ModuleType) -> PutWfSpecRequest:
     return request
 
 
-def _task_node_name(entry: ThreadSpec) -> str:
-    (name,) = [name for name, node in entry.nodes.items() if node.HasField("task")]
+def _task_node_name(entry: ThreadSpec, task_def: str = "execute-comfyui-workflow") -> str:
+    (name,) = [
+        name
+        for name, node in entry.nodes.items()
+        if node.HasField("task") and node.task.task_def_id.name == task_def
+    ]
     return name
 
 
@@ -75,10 +86,16 @@ def test_task_has_long_timeout_and_backoff_retries(compiled: PutWfSpecRequest) -
     assert [v.variable_name for v in task.variables] == ["workflow"]
 
 
-def test_each_business_exception_has_a_failing_handler(compiled: PutWfSpecRequest) -> None:
+@pytest.mark.parametrize(
+    ("task_def", "names"),
+    [("execute-comfyui-workflow", EXCEPTION_NAMES), ("run-comfyui-job", JOB_EXCEPTION_NAMES)],
+)
+def test_each_business_exception_has_a_failing_handler(
+    compiled: PutWfSpecRequest, task_def: str, names: set[str]
+) -> None:
     entry = compiled.thread_specs[compiled.entrypoint_thread_name]
-    handlers = entry.nodes[_task_node_name(entry)].failure_handlers
-    assert {h.specific_failure for h in handlers} == EXCEPTION_NAMES
+    handlers = entry.nodes[_task_node_name(entry, task_def)].failure_handlers
+    assert {h.specific_failure for h in handlers} == names
     for handler in handlers:
         thread = compiled.thread_specs[handler.handler_spec_name]
         exits = [n.exit for n in thread.nodes.values() if n.HasField("exit")]
@@ -100,6 +117,27 @@ def test_task_output_lands_in_result(compiled: PutWfSpecRequest) -> None:
     mutations = [m for e in entry.nodes[task_name].outgoing_edges for m in e.variable_mutations]
     assert [(m.lhs_name, m.rhs_assignment.node_output.node_name) for m in mutations] == [
         ("result", task_name)
+    ]
+
+
+def test_a_given_job_passes_an_image_in_and_gets_a_url_out(compiled: PutWfSpecRequest) -> None:
+    entry = compiled.thread_specs[compiled.entrypoint_thread_name]
+    variables = {v.var_def.name: v for v in entry.variable_defs}
+    assert variables["job"].var_def.type_def.primitive_type == VariableType.JSON_OBJ
+    assert not variables["job"].required
+    assert variables["image_url"].var_def.type_def.primitive_type == VariableType.STR
+    job_task = _task_node_name(entry, "run-comfyui-job")
+    node = entry.nodes[job_task].task
+    assert [v.variable_name for v in node.variables] == ["job"]
+    assert node.timeout_seconds == 2100 and node.retries == 3
+    # Only when a job is given: the edge into the job step tests job != null.
+    (guard,) = [
+        e for n in entry.nodes.values() for e in n.outgoing_edges if e.sink_node_name == job_task
+    ]
+    assert guard.condition.expression.lhs.variable_name == "job"
+    mutations = [m for e in entry.nodes[job_task].outgoing_edges for m in e.variable_mutations]
+    assert [(m.lhs_name, m.rhs_assignment.json_path) for m in mutations] == [
+        ("image_url", "$.files[0].url")
     ]
 
 

@@ -100,3 +100,34 @@ def test_a_bad_shutdown_grace_is_a_configuration_error_naming_the_variable(
     assert main(["serve"]) == 1
     err = capsys.readouterr().err
     assert "invalid configuration: COMFYUI_SHUTDOWN_GRACE:" in err and problem in err
+
+
+def test_schema_job_prints_the_envelope_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema", "job"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["title"] == "ComfyUIJob" and "inputs" in schema["properties"]
+
+
+def test_job_rejects_a_bad_envelope_naming_the_file_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps({"workflow": {}, "template": "x", "outputs": {}}))
+    assert main(["job", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "InvalidJobError" in err and str(path) in err
+    assert "outputs: unknown key" in err
+
+
+def test_job_example_runs_on_the_mock(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "jobs" / "invert_photo.json"
+    monkeypatch.chdir(tmp_path)  # the mock keeps its folders under ./.comfyui-mock
+    assert main(["job", str(example), "--mock"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "success"
+    (entry,) = result["files"]
+    assert Path(entry["path"]).is_file() and entry["kind"] == "image"
+    uploaded = result["inputs"]["photo.png"]["uploaded"]
+    assert (tmp_path / ".comfyui-mock" / "input" / uploaded).is_file()
