@@ -124,7 +124,10 @@ class BoundTemplate(Protocol):
 
 
 class TemplateBinder(Protocol):
-    async def bind(self, name: str, params: dict[str, Any]) -> BoundTemplate: ...
+    # `key` (the job's prompt id) keeps drawn values (seeds) the same on every attempt.
+    async def bind(
+        self, name: str, params: dict[str, Any], *, key: str | None = None
+    ) -> BoundTemplate: ...
 
 
 def parse_job(value: object) -> Job:

@@ -79,7 +79,7 @@ async def run_job(
                 "on this worker (COMFYUI_TEMPLATES_DIR is not set)",
                 template=job.template,
             )
-        bound = await templates.bind(job.template, job.params)
+        bound = await templates.bind(job.template, job.params, key=pid)
         workflow, params = bound.workflow, bound.params
         for name, source in bound.inputs.items():
             if name in inputs:

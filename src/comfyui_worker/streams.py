@@ -57,12 +57,17 @@ class HashingReader:
     async def chunks(self) -> AsyncIterator[bytes]:
         file = await asyncio.to_thread(self.path.open, "rb")
         try:
-            while chunk := await asyncio.to_thread(file.read, self.chunk_size):
-                self._hash.update(chunk)
-                self.size += len(chunk)
+            # Read and hash in one thread hop: hashlib releases the GIL on large buffers.
+            while chunk := await asyncio.to_thread(self._read, file):
                 yield chunk
         finally:
             await asyncio.to_thread(file.close)
+
+    def _read(self, file: BinaryIO) -> bytes:
+        chunk = file.read(self.chunk_size)
+        self._hash.update(chunk)
+        self.size += len(chunk)
+        return chunk
 
     @property
     def sha256(self) -> str:

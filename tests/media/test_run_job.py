@@ -235,13 +235,20 @@ async def test_cleanup_removes_inputs_and_stored_outputs(
     make_stack: Any, s3: S3, comfyui_mock: MockHandle
 ) -> None:
     stack = make_stack(output_store=f"s3://{s3.bucket}", cleanup="all")
-    result = await stack.run(
-        {"workflow": workflow(), "inputs": {"photo.png": b64(PNG)}, "output": {"mode": "store"}}
-    )
+    job = {"workflow": workflow(), "inputs": {"photo.png": b64(PNG)}, "output": {"mode": "store"}}
+    pid = str(uuid.uuid4())
+    result = await stack.run(job, prompt_id=pid)
     assert not (comfyui_mock.input_dir / result["inputs"]["photo.png"]["uploaded"]).exists()
     (entry,) = result["files"]
     assert not Path(entry["path"]).exists()
-    assert s3.get(entry["uri"].split("/", 3)[3]) != b""
+    stored = s3.get(entry["uri"].split("/", 3)[3])
+    assert hashlib.sha256(stored).hexdigest() == entry["sha256"]
+    # A retry of the TaskRun (its report was lost) re-delivers what the store already has.
+    again = await stack.run(job, prompt_id=pid)
+    assert again["reused"] is True
+    assert {k: again["files"][0][k] for k in ("uri", "sha256", "size")} == {
+        k: entry[k] for k in ("uri", "sha256", "size")
+    }
 
 
 @dataclass
@@ -252,11 +259,11 @@ class Bound:
 
 
 class Binder:
-    async def bind(self, name: str, params: dict[str, Any]) -> Bound:
+    async def bind(self, name: str, params: dict[str, Any], *, key: str | None = None) -> Bound:
         if name != "invert":
             raise UnknownTemplateError(f"no template {name!r}", template=name)
         source = InputSource(base64=b64(PNG)["base64"])
-        return Bound(workflow(), {**params, "seed": 7}, {"photo.png": source})
+        return Bound(workflow(), {**params, "seed": 7, "key": key}, {"photo.png": source})
 
 
 async def test_templates_plug_in_through_the_binder(
@@ -269,8 +276,8 @@ async def test_templates_plug_in_through_the_binder(
     assert "templates are not configured" in str(err.value) and "COMFYUI_TEMPLATES_DIR" in str(
         err.value
     )
-    result = await stack.run(job, templates=Binder())
-    assert result["params"] == {"strength": 1, "seed": 7}
+    result = await stack.run(job, templates=Binder(), prompt_id="p-1")
+    assert result["params"] == {"strength": 1, "seed": 7, "key": "p-1"}
     assert (comfyui_mock.input_dir / result["inputs"]["photo.png"]["uploaded"]).read_bytes() == PNG
     with pytest.raises(InvalidInputError) as dup:
         await stack.run({**job, "inputs": {"photo.png": b64(PNG)}}, templates=Binder())
@@ -289,3 +296,20 @@ async def test_execute_workflow_applies_the_default_mode(make_stack: Any, s3: S3
     )
     (entry,) = result["files"]
     assert result["outputs"] == [entry["uri"]] and entry["uri"].startswith(f"s3://{s3.bucket}/d/")
+
+
+async def test_a_template_job_with_an_image_parameter(
+    make_stack: Any, comfyui_mock: MockHandle
+) -> None:
+    from comfyui_worker.templates import TemplateStore
+
+    stack = make_stack()
+    examples = Path(__file__).resolve().parents[2] / "examples" / "templates"
+    store = TemplateStore(examples, object_info=stack.executor.client.object_info)
+    job = {"template": "invert", "params": {"photo": b64(PNG), "blur": 3}}
+    result = await stack.run(job, templates=store, prompt_id=str(uuid.uuid4()))
+    assert result["status"] == "success" and result["params"]["blur"] == 3
+    (uploaded,) = result["inputs"].values()
+    assert (comfyui_mock.input_dir / uploaded["uploaded"]).read_bytes() == PNG
+    prompt = await _history_prompt(comfyui_mock, result["prompt_id"])
+    assert prompt["1"]["inputs"]["image"] == uploaded["uploaded"]

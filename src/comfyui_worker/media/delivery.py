@@ -82,9 +82,14 @@ class Delivery:
     async def store_file(
         self, file: OutputFile, prompt_id: str, request: OutputRequest
     ) -> DeliveredFile:
-        path = await _existing(file)
         where = self.key_for(prompt_id, file)
-        stored = await self.stores.upload(path, where, mime=mime_of(file.filename))
+        path = Path(file.path)
+        if await asyncio.to_thread(path.is_file):
+            stored = await self.stores.upload(path, where, mime=mime_of(file.filename))
+        elif (earlier := await self.stores.existing(where)) is not None:
+            stored = earlier  # stored by an earlier attempt, then cleaned up locally
+        else:
+            raise _missing(file)
         url = (
             await self.stores.presign(where, request.presign_seconds)
             if request.presign_seconds
@@ -131,8 +136,14 @@ async def _inline_one(file: OutputFile) -> DeliveredFile:
 async def _existing(file: OutputFile) -> Path:
     path = Path(file.path)
     if not await asyncio.to_thread(path.is_file):
-        raise OutputError(f"node {file.node_id} output {file.filename!r} is not on disk at {path}")
+        raise _missing(file)
     return path
+
+
+def _missing(file: OutputFile) -> OutputError:
+    return OutputError(
+        f"node {file.node_id} output {file.filename!r} is not on disk at {file.path}"
+    )
 
 
 async def remove_files(paths: list[Path], *, inside: Path | None = None) -> None:
