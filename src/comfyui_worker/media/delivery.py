@@ -82,14 +82,9 @@ class Delivery:
     async def store_file(
         self, file: OutputFile, prompt_id: str, request: OutputRequest
     ) -> DeliveredFile:
+        path = await _existing(file)
         where = self.key_for(prompt_id, file)
-        path = Path(file.path)
-        if await asyncio.to_thread(path.is_file):
-            stored = await self.stores.upload(path, where, mime=mime_of(file.filename))
-        elif (earlier := await self.stores.existing(where)) is not None:
-            stored = earlier  # stored by an earlier attempt, then cleaned up locally
-        else:
-            raise _missing(file)
+        stored = await self.stores.upload(path, where, mime=mime_of(file.filename))
         url = (
             await self.stores.presign(where, request.presign_seconds)
             if request.presign_seconds
@@ -134,16 +129,14 @@ async def _inline_one(file: OutputFile) -> DeliveredFile:
 
 
 async def _existing(file: OutputFile) -> Path:
+    """The file, checked again: Executor.run found it, but the job's cleanup or someone
+    else's may have removed it since."""
     path = Path(file.path)
     if not await asyncio.to_thread(path.is_file):
-        raise _missing(file)
+        raise OutputError(
+            f"node {file.node_id} output {file.filename!r} is no longer on disk at {path}"
+        )
     return path
-
-
-def _missing(file: OutputFile) -> OutputError:
-    return OutputError(
-        f"node {file.node_id} output {file.filename!r} is not on disk at {file.path}"
-    )
 
 
 async def remove_files(paths: list[Path], *, inside: Path | None = None) -> None:

@@ -10,7 +10,6 @@ the bucket and the store's error code, never a credential.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -135,29 +134,6 @@ class ObjectStores:
             size=reader.size,
             sha256=reader.sha256,
             e_tag=result.get("e_tag"),
-        )
-
-    async def existing(self, where: Location) -> StoredObject | None:
-        """The object at `where` described as an upload would (None if absent): lets a retry
-        re-deliver outputs an earlier attempt stored and then removed (COMFYUI_CLEANUP)."""
-        store = self.store(where.scheme, where.bucket)
-        try:
-            result = await obstore.get_async(store, where.key)
-            digest = hashlib.sha256()
-            size = 0
-            async for chunk in result.stream(min_chunk_size=1024 * 1024):
-                digest.update(chunk)
-                size += len(chunk)
-        except (NotFoundError, FileNotFoundError):
-            return None
-        except STORE_ERRORS as exc:
-            raise store_error(exc, where, "check") from exc
-        return StoredObject(
-            key=where.key,
-            uri=where.uri(),
-            size=size,
-            sha256=digest.hexdigest(),
-            e_tag=result.meta.get("e_tag"),
         )
 
     async def presign(self, where: Location, seconds: int) -> str:
