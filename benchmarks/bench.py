@@ -82,17 +82,19 @@ async def bench(args: argparse.Namespace) -> list[Row]:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-serve-")))
         http = await stack.enter_async_context(http_client(target))
         burst_by_limit: dict[int, Bursts] = {}
+        # The other limits first: their serve processes leave the bytecode cache written (as
+        # the Docker image ships it), so the default one is measured as it would run there.
+        for limit in sorted({1, args.short_jobs_in_flight} - {DEFAULT_IN_FLIGHT}):
+            async with serve_process(target, limit, workdir) as serve:
+                burst_by_limit[limit] = await bursts(
+                    http, target, serve, count=args.burst, rounds=args.burst_rounds
+                )
         async with serve_process(target, DEFAULT_IN_FLIGHT, workdir) as serve:
             rss, cpu = await idle_usage(serve.pid, args.idle_seconds)
             lat = await latencies(http, target, serve, rounds=args.rounds, warmup=args.warmup)
             burst_by_limit[DEFAULT_IN_FLIGHT] = await bursts(
                 http, target, serve, count=args.burst, rounds=args.burst_rounds
             )
-        for limit in sorted({1, args.short_jobs_in_flight} - {DEFAULT_IN_FLIGHT}):
-            async with serve_process(target, limit, workdir) as serve:
-                burst_by_limit[limit] = await bursts(
-                    http, target, serve, count=args.burst, rounds=args.burst_rounds
-                )
     return (
         latency_rows(lat)
         + burst_rows(burst_by_limit, args.burst)
