@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from benchkit.comfy import Target, http_client, mock_comfyui
+from benchkit.delivery import Uploads, uploads
 from benchkit.phases import Bursts, Latencies, bursts, latencies
 from benchkit.serve import idle_usage, serve_process
 from benchkit.table import Row, median, overhead, render, sample_row
@@ -62,14 +63,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--idle-seconds", type=float, default=10, help="serve idle sampling (default 10)"
     )
     parser.add_argument(
+        "--big-mb", type=int, default=200, help="size of the output delivered (default 200)"
+    )
+    parser.add_argument(
+        "--big-rounds", type=int, default=2, help="deliveries of it each way (default 2)"
+    )
+    parser.add_argument(
         "--time-limit", type=float, default=600, help="give up after this many seconds"
     )
     args = parser.parse_args(argv)
     given = [args.comfyui_url, args.output_dir, args.temp_dir]
     if any(given) and not all(given):
         parser.error("--comfyui-url, --output-dir and --temp-dir go together")
-    if min(args.rounds, args.burst, args.burst_rounds) < 1 or args.warmup < 0:
-        parser.error("--rounds, --burst and --burst-rounds must be at least 1")
+    if min(args.rounds, args.burst, args.burst_rounds, args.big_mb, args.big_rounds) < 1:
+        parser.error("--rounds, --burst, --burst-rounds, --big-mb, --big-rounds: at least 1")
+    if args.warmup < 0:
+        parser.error("--warmup cannot be negative")
     return args
 
 
@@ -95,6 +104,7 @@ async def bench(args: argparse.Namespace) -> list[Row]:
             burst_by_limit[DEFAULT_IN_FLIGHT] = await bursts(
                 http, target, serve, count=args.burst, rounds=args.burst_rounds
             )
+        delivered = await uploads(workdir, size_mb=args.big_mb, rounds=args.big_rounds)
     return (
         latency_rows(lat)
         + burst_rows(burst_by_limit, args.burst)
@@ -102,6 +112,7 @@ async def bench(args: argparse.Namespace) -> list[Row]:
             sample_row("serve idle RSS", rss, "MB"),
             Row(f"serve idle CPU over {args.idle_seconds:g} s", 1, cpu, None, "% of a core"),
         ]
+        + delivery_rows(delivered, args.big_mb)
     )
 
 
@@ -153,6 +164,22 @@ def burst_rows(by_limit: dict[int, Bursts], count: int) -> list[Row]:
         if limit <= DEFAULT_IN_FLIGHT
     ]
     return rows
+
+
+def delivery_rows(up: Uploads, size_mb: int) -> list[Row]:
+    share = median(up.mb_per_s["worker"]) / median(up.mb_per_s["obstore"]) * 100
+    what = f"a {size_mb} MB output to S3 (moto, loopback)"
+    return [
+        sample_row(f"obstore's own upload of {what}", up.mb_per_s["obstore"], "MB/s"),
+        sample_row(
+            f"store-mode delivery of {what}",
+            up.mb_per_s["worker"],
+            "MB/s",
+            f"{share:.0f} % of obstore's own",
+        ),
+        sample_row("peak RSS growth, obstore's own upload", up.peak_growth_mb["obstore"], "MB"),
+        sample_row("peak RSS growth, store-mode delivery", up.peak_growth_mb["worker"], "MB"),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
