@@ -92,6 +92,8 @@ async def _upload(mode: str, path: Path, env: dict[str, str]) -> dict[str, float
     )
     stdout, stderr = await proc.communicate()
     if proc.returncode != 0:
-        raise RuntimeError(f"{mode} upload failed: {stderr.decode()[-2000:]}")
+        raise RuntimeError(
+            f"{mode} upload failed (exit {proc.returncode}): {stderr.decode()[-2000:]}"
+        )
     figures: dict[str, float] = json.loads(stdout)
     return figures

@@ -1,5 +1,6 @@
 """What libraries import but serve does not use stays out of its memory: the LittleHorse SDK's
-OAuth client until OAuth is used (and then it works), httpx's command-line client."""
+OAuth client until OAuth is used (and then it works), httpx's command-line client, obstore
+until a job uses a store (tests/media show it working then)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-# OAuth's (authlib.jose, requests, urllib3, cryptography) and httpx's CLI's (click, pygments).
-UNUSED = ("authlib.jose", "requests", "urllib3", "cryptography", "click", "pygments")
+# OAuth's (authlib.jose, requests, urllib3, cryptography), httpx's CLI's (click, pygments) and
+# obstore until a job uses a store.
+UNUSED = ("authlib.jose", "requests", "urllib3", "cryptography", "click", "pygments", "obstore")
 
 
 class TokenEndpoint(BaseHTTPRequestHandler):

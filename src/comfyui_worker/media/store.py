@@ -5,6 +5,9 @@ AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLO
 GOOGLE_* and AZURE_* for gs:// and az://), read by obstore itself, which also follows the
 rest of each cloud's credential chain (web identity, instance metadata). Error messages name
 the bucket and the store's error code, never a credential.
+
+obstore is imported on first use (about 4 MB of resident memory): a worker none of whose jobs
+touch a store never loads it.
 """
 
 from __future__ import annotations
@@ -15,15 +18,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import obstore
-from obstore.exceptions import (
-    BaseError,
-    NotFoundError,
-    PermissionDeniedError,
-    UnauthenticatedError,
-)
-from obstore.store import AzureStore, GCSStore, S3Store, from_url
 
 from ..exceptions import (
     InputFetchError,
@@ -37,8 +31,6 @@ from ..streams import FileSink, HashingReader
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
 
-# obstore raises Python's FileNotFoundError / PermissionError for not found / denied.
-STORE_ERRORS = (BaseError, FileNotFoundError, PermissionError)
 # Uploads in flight per file: with `part_bytes` parts this bounds the memory one upload uses.
 UPLOAD_CONCURRENCY = 2
 SHA256_ATTRIBUTE = "sha256"
@@ -102,6 +94,8 @@ class ObjectStores:
         )
 
     def store(self, scheme: str, bucket: str) -> ObjectStore:
+        from obstore.store import from_url
+
         if (scheme, bucket) not in self._stores:
             self._stores[(scheme, bucket)] = from_url(
                 f"{scheme}://{bucket}",
@@ -114,6 +108,8 @@ class ObjectStores:
 
     async def upload(self, path: Path, where: Location, *, mime: str) -> StoredObject:
         """Stream `path` to `where` (multipart above one part), hashing in the same read."""
+        import obstore
+
         reader = HashingReader(path)
         size = (await asyncio.to_thread(path.stat)).st_size
         try:
@@ -126,7 +122,7 @@ class ObjectStores:
                 use_multipart=size > self.part_bytes,
                 max_concurrency=UPLOAD_CONCURRENCY,
             )
-        except STORE_ERRORS as exc:
+        except store_errors() as exc:
             raise store_error(exc, where, "upload") from exc
         return StoredObject(
             key=where.key,
@@ -137,6 +133,9 @@ class ObjectStores:
         )
 
     async def presign(self, where: Location, seconds: int) -> str:
+        import obstore
+        from obstore.store import AzureStore, GCSStore, S3Store
+
         store = self.store(where.scheme, where.bucket)
         if not isinstance(store, S3Store | GCSStore | AzureStore):
             raise OutputStoreError(f"{where.scheme}:// cannot presign URLs", bucket=where.bucket)
@@ -144,15 +143,18 @@ class ObjectStores:
             return str(
                 await obstore.sign_async(store, "GET", where.key, timedelta(seconds=seconds))
             )
-        except STORE_ERRORS as exc:
+        except store_errors() as exc:
             raise store_error(exc, where, "presign") from exc
 
     async def download(self, name: str, uri: str, dest: Path, *, max_bytes: int) -> tuple[int, str]:
         """An input's object into `dest`, refused past `max_bytes`: (size, sha256)."""
+        import obstore
+
+        unusable: tuple[type[Exception], ...] = (ValueError, *store_errors())
         try:
             where = Location.parse(uri)
             store = self.store(where.scheme, where.bucket)
-        except (ValueError, *STORE_ERRORS) as exc:
+        except unusable as exc:
             raise InvalidInputError(
                 f"cannot use object-store URI {uri!r}: {_first_line(exc)}",
                 input_name=name,
@@ -170,7 +172,7 @@ class ObjectStores:
             async with FileSink(dest) as sink:
                 async for chunk in result.stream(min_chunk_size=1024 * 1024):
                     await sink.write(bytes(chunk))
-        except STORE_ERRORS as exc:
+        except store_errors() as exc:
             error = store_error(exc, where, "download")
             cls = (
                 InvalidInputError if isinstance(error, OutputStoreDeniedError) else InputFetchError
@@ -179,8 +181,18 @@ class ObjectStores:
         return sink.size, sink.sha256
 
 
+def store_errors() -> tuple[type[Exception], ...]:
+    """What a store call raises: obstore's errors, and Python's FileNotFoundError /
+    PermissionError, which obstore raises for not found / denied."""
+    from obstore.exceptions import BaseError
+
+    return (BaseError, FileNotFoundError, PermissionError)
+
+
 def store_error(exc: Exception, where: Location, action: str) -> OutputStoreError:
     """Denied (credentials refused, bucket or object missing) or retryable (the rest)."""
+    from obstore.exceptions import NotFoundError, PermissionDeniedError, UnauthenticatedError
+
     code = _s3_code(str(exc))
     denied = PermissionDeniedError | UnauthenticatedError | PermissionError
     if isinstance(exc, denied) or code in DENIED_CODES:
