@@ -31,6 +31,10 @@ ROWS = [
     "ComfyUI idle between jobs, via serve, 2 in flight",
     "serve idle RSS",
     "serve idle CPU over 0.5 s",
+    "obstore's own upload of a 1 MB output to S3 (moto, loopback)",
+    "store-mode delivery of a 1 MB output to S3 (moto, loopback)",
+    "peak RSS growth, obstore's own upload",
+    "peak RSS growth, store-mode delivery",
 ]
 FIGURE = re.compile(r"^(-|-?\d+(\.\d)?)$")
 
@@ -46,7 +50,8 @@ def test_bench_prints_every_row_and_column(tmp_path: Path) -> None:
             sys.executable,
             str(REPO / "benchmarks" / "bench.py"),
             *("--rounds", "2", "--warmup", "0", "--burst", "3", "--burst-rounds", "1"),
-            *("--idle-seconds", "0.5", "--time-limit", "150"),
+            *("--idle-seconds", "0.5", "--big-mb", "1", "--big-rounds", "1"),
+            *("--time-limit", "150"),
         ],
         cwd=tmp_path,
         capture_output=True,
@@ -66,3 +71,4 @@ def test_bench_prints_every_row_and_column(tmp_path: Path) -> None:
     # Every worker figure is set against its reference.
     assert all("over the floor" in row[5] for row in rows[1:4])
     assert all(row[5].endswith("% of straight to ComfyUI") for row in rows[9:12])
+    assert rows[18][5].endswith("% of obstore's own")
