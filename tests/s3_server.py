@@ -1,12 +1,14 @@
 """moto's S3 server on loopback for object-store tests.
 
-`moto_s3` (one per test session) is a real S3 API over HTTP on 127.0.0.1:<free port>.
+`moto_s3` (one per test session) is a real S3 API over HTTP on 127.0.0.1:<free port>
+(`s3_server()` outside pytest: the benchmark uses it).
 `s3` gives a test its own fresh bucket and points the standard AWS_* variables at the server,
 so the worker's store code configures itself exactly as in production.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,8 +44,9 @@ class S3:
         )
 
 
-@pytest.fixture(scope="session")
-def moto_s3() -> Iterator[str]:
+@contextlib.contextmanager
+def s3_server() -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1:<free port> until the block exits; yields its URL."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -51,6 +54,12 @@ def moto_s3() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[str]:
+    with s3_server() as url:
+        yield url
 
 
 def aws_env(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:

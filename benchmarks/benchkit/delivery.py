@@ -29,18 +29,14 @@ class Uploads:
 
 @contextlib.contextmanager
 def moto_s3() -> Iterator[str]:
+    """The tests' moto S3 server (moto is a dev dependency), without its line per request."""
     try:
-        from moto.server import ThreadedMotoServer
-    except ImportError as exc:  # a dev dependency
+        from s3_server import s3_server
+    except ImportError as exc:
         raise SystemExit(f"the delivery figures need moto's S3 server (uv sync): {exc}") from exc
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    with s3_server() as url:
+        yield url
 
 
 def write_file(path: Path, size_mb: int) -> None:
