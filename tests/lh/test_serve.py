@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.constants import TASK_NAME
 from lh.fake_server import FakeLittleHorse, decode_report
-from lh.serve_process import serve_env, start_serve
+from lh.serve_process import serve_env, start_serve, stop_process, wait_polling
 
 WORKFLOW = {
     "1": {
@@ -75,3 +77,24 @@ async def test_serve_fails_clearly_when_littlehorse_is_unreachable(
         out, _ = await proc.communicate()
     assert proc.returncode == 1
     assert b"comfyui-worker: error:" in out and b"UNAVAILABLE" in out
+
+
+async def test_serve_with_credentials_that_may_not_write_task_defs(
+    fake: FakeLittleHorse, comfyui_mock: MockHandle, tmp_path: Path
+) -> None:
+    env = serve_env(fake, comfyui_mock)
+    # An admin registered the TaskDefs; the worker's own credentials may only run tasks.
+    register = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "comfyui_worker.cli", "register", env=env, cwd=tmp_path
+    )
+    assert await register.wait() == 0
+    fake.refuse_put_task_def(grpc.StatusCode.PERMISSION_DENIED)
+    proc = await start_serve(env, tmp_path)
+    try:
+        await wait_polling(proc, fake, TASK_NAME)
+        run_id = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW})
+        report = decode_report(await fake.await_report(run_id, timeout=15))
+        assert report.status == "TASK_SUCCESS", report.error_message
+    finally:
+        output = await stop_process(proc)
+    assert "PERMISSION_DENIED" in output and "exists with this worker's signature" in output
