@@ -23,8 +23,6 @@ from .runner import Media, run_job, run_workflow
 from .settings import Settings, describe_validation_error
 from .workflow import load_workflow_file
 
-# The folders results point into: they must exist here before any job runs.
-RESULT_DIRS = ("output_dir", "temp_dir")
 SCHEMAS = {"job": job_json_schema}
 
 
@@ -85,7 +83,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         if args.mock:
             result = _run_with_mock(what, args.prompt_id, settings)
         else:
-            settings.check_dirs(*RESULT_DIRS)
+            settings.check_dirs(*settings.mounted_dirs)
             result = asyncio.run(run_once(what, settings, prompt_id=args.prompt_id))
     except ComfyUIWorkerError as exc:
         return _fail(f"{type(exc).__name__}: {exc}")
@@ -172,7 +170,7 @@ def _serve(settings: Settings) -> int:
 
     try:
         # Paths under a folder that is not mounted here would be useless to every task.
-        settings.check_dirs(*RESULT_DIRS)
+        settings.check_dirs(*settings.mounted_dirs)
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve(settings))
     except ConfigurationError as exc:

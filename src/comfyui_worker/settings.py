@@ -218,6 +218,12 @@ class Settings(BaseSettings):
             )
         return value
 
+    @property
+    def mounted_dirs(self) -> tuple[str, ...]:
+        """The folders this process reads: results point into output and temp; the input
+        folder is read only to remove a job's uploaded inputs (COMFYUI_CLEANUP)."""
+        return ("output_dir", "temp_dir", *(("input_dir",) if self.cleanup.inputs else ()))
+
     def check_dirs(self, *fields: str) -> None:
         """Raise ConfigurationError unless each named folder exists and can be listed.
 

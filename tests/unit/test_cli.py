@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from comfyui_worker.cli import main
+from comfyui_worker.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -59,16 +60,21 @@ def mounted_folders(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["run", "serve"])
-@pytest.mark.parametrize("name", ["OUTPUT_DIR", "TEMP_DIR"])
+@pytest.mark.parametrize(
+    ("name", "cleanup"), [("OUTPUT_DIR", "none"), ("TEMP_DIR", "none"), ("INPUT_DIR", "inputs")]
+)
 def test_a_folder_that_is_not_mounted_stops_run_and_serve(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     command: str,
     name: str,
+    cleanup: str,
 ) -> None:
     mounted_folders(monkeypatch, tmp_path)
     monkeypatch.setenv(f"COMFYUI_{name}", str(tmp_path / "not-mounted"))
+    # The input folder is read only to remove uploaded inputs.
+    monkeypatch.setenv("COMFYUI_CLEANUP", cleanup)
     # Nothing listens here: the check must come before any connection.
     monkeypatch.setenv("COMFYUI_BASE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("LHC_API_HOST", "127.0.0.1")
@@ -131,3 +137,8 @@ def test_job_example_runs_on_the_mock(
     assert Path(entry["path"]).is_file() and entry["kind"] == "image"
     uploaded = result["inputs"]["photo.png"]["uploaded"]
     assert (tmp_path / ".comfyui-mock" / "input" / uploaded).is_file()
+
+
+def test_the_input_folder_is_not_required_when_nothing_reads_it(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, input_dir=tmp_path / "absent")  # type: ignore[call-arg]
+    assert settings.mounted_dirs == ("output_dir", "temp_dir")
