@@ -419,3 +419,29 @@ async def test_in_flight_limit_is_process_wide(
         job.cancel()
     await asyncio.gather(*jobs, return_exceptions=True)
     await executor.aclose()
+
+
+async def test_a_done_signal_whose_entry_is_an_earlier_attempts_is_not_taken(
+    tmp_path: Path,
+    httpx_mock: HTTPXMock,
+    ok_history: dict[str, Any],
+    capture: Any,
+    ws_server: Any,
+) -> None:
+    # The history read after the done signal still shows the earlier attempt's entry
+    # (another client_id): this submission's is checked for until it is there.
+    async def script(conn: ServerConnection, n: int) -> None:
+        await asyncio.sleep(0.05)
+        await conn.send(event("executing", node=None, prompt_id=PID))
+        await conn.wait_closed()
+
+    url, _ = await ws_server(script)
+    nothing_earlier(httpx_mock, url)
+    expect_submit(httpx_mock, url)
+    stale = history_with(capture("08_interrupt_and_queue_delete")["history_interrupted"]["body"])
+    httpx_mock.add_response(url=f"{url}/history/{PID}", json=stale)
+    httpx_mock.add_response(url=f"{url}/queue", json=RUNNING)
+    httpx_mock.add_response(url=f"{url}/queue", json=EMPTY_QUEUE)
+    expect_history(httpx_mock, url, ok_history)
+    result = await run(settings_for(tmp_path, url, completion_mode="websocket"), prompt_id=PID)
+    assert result.outputs and not result.reused
