@@ -142,3 +142,16 @@ async def test_redirect_loops_end(file_server: FileServer, tmp_path: Path) -> No
         await f.fetch("x.png", f"{file_server.url}/loop", tmp_path / "x")
     await f.aclose()
     assert err.value.rule == "redirects" and "more than 5 redirects" in str(err.value)
+
+
+async def test_a_name_with_several_addresses_tries_each(
+    file_server: FileServer, tmp_path: Path
+) -> None:
+    # localhost may resolve to ::1 as well as 127.0.0.1; only 127.0.0.1 listens.
+    file_server.files["a.png"] = PNG
+    f = fetcher()
+    size, _ = await f.fetch(
+        "a.png", file_server.file_url("a.png", host="localhost"), tmp_path / "x"
+    )
+    await f.aclose()
+    assert size == len(PNG) and file_server.requests == ["/files/a.png"]

@@ -75,15 +75,7 @@ class UrlFetcher:
 
     async def _fetch(self, name: str, url: str, dest: Path) -> tuple[int, str]:
         for _ in range(MAX_REDIRECTS + 1):
-            request = await self._pinned_request(name, url)
-            try:
-                response = await self._http.send(request, stream=True)
-            except httpx.TransportError as exc:
-                raise InputFetchError(
-                    f"cannot download {url}: {type(exc).__name__}: {exc or 'no detail'}",
-                    input_name=name,
-                    rule="fetch",
-                ) from exc
+            response = await self._send(name, url, await self._pinned_requests(name, url))
             try:
                 if response.is_redirect and "location" in response.headers:
                     url = str(httpx.URL(url).join(response.headers["location"]))
@@ -96,8 +88,23 @@ class UrlFetcher:
             f"more than {MAX_REDIRECTS} redirects from {url}", input_name=name, rule="redirects"
         )
 
-    async def _pinned_request(self, name: str, url: str) -> httpx.Request:
-        """A GET of `url` that connects to the checked address of its host."""
+    async def _send(self, name: str, url: str, requests: list[httpx.Request]) -> httpx.Response:
+        """The first address that accepts a connection answers, as a browser tries them."""
+        for i, request in enumerate(requests):
+            try:
+                return await self._http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                if isinstance(exc, httpx.ConnectError) and i + 1 < len(requests):
+                    continue
+                raise InputFetchError(
+                    f"cannot download {url}: {type(exc).__name__}: {exc or 'no detail'}",
+                    input_name=name,
+                    rule="fetch",
+                ) from exc
+        raise AssertionError("a host resolves to at least one address")
+
+    async def _pinned_requests(self, name: str, url: str) -> list[httpx.Request]:
+        """GETs of `url`, one per checked address of its host, each connecting to it."""
         try:
             parsed = httpx.URL(url)
         except httpx.InvalidURL as exc:
@@ -112,13 +119,15 @@ class UrlFetcher:
             )
         if not parsed.host:
             raise InvalidInputError(f"URL {url!r} has no host", input_name=name, rule="url")
-        address = await self._resolve(name, parsed)
-        request = self._http.build_request("GET", parsed)  # Host header from the URL
-        request.url = parsed.copy_with(host=str(address))
-        request.extensions["sni_hostname"] = parsed.host
-        return request
+        requests = []
+        for address in await self._resolve(name, parsed):
+            request = self._http.build_request("GET", parsed)  # Host header from the URL
+            request.url = parsed.copy_with(host=str(address))
+            request.extensions["sni_hostname"] = parsed.host
+            requests.append(request)
+        return requests
 
-    async def _resolve(self, name: str, url: httpx.URL) -> IPAddress:
+    async def _resolve(self, name: str, url: httpx.URL) -> list[IPAddress]:
         host = url.host
         try:
             addresses = [ipaddress.ip_address(host)]
@@ -134,7 +143,7 @@ class UrlFetcher:
                     f"cannot resolve {host!r}: {exc}", input_name=name, rule="dns"
                 ) from exc
             # Every address must pass: the connection may go to any of them.
-            addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+            addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
         for address in addresses:
             if not self.allowed(address):
                 resolved = "" if str(address) == host else f" resolves to {address}, which"
@@ -144,7 +153,7 @@ class UrlFetcher:
                     input_name=name,
                     rule="private-address",
                 )
-        return addresses[0]
+        return addresses
 
     async def _save(
         self, name: str, url: str, response: httpx.Response, dest: Path
