@@ -161,7 +161,11 @@ class Settings(BaseSettings):
         ge=5 * 1024 * 1024,
         description="store mode: multipart upload part size (S3's minimum is 5 MiB)",
     )
-    store_timeout: float = Field(default=60.0, gt=0, description="Seconds per object-store request")
+    store_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds within which a failed object-store request is retried",
+    )
     max_input_bytes: int = Field(
         default=50_000_000, gt=0, description="Largest accepted input file"
     )

@@ -3,10 +3,13 @@ ComfyUI and moto's S3: what LittleHorse is told, and what lands in the store."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
+import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +23,7 @@ from comfyui_worker.lh.worker import register
 from comfyui_worker.runner import Media
 from comfyui_worker.settings import Settings
 from lh.fake_server import FakeLittleHorse, decode_report, running_worker
+from lh.serve_process import serve_env, start_serve, stop_process, wait_polling
 from mock_settings import settings_for
 from s3_server import S3, SECRET
 
@@ -148,3 +152,23 @@ async def test_a_missing_bucket_is_denied_and_an_unreachable_store_retried(
         else:
             assert report.status == "TASK_FAILED" and "OutputStoreError" in report.error_message
             assert SECRET not in report.error_message
+
+
+async def test_the_serve_process_serves_jobs_into_the_store(
+    fake: FakeLittleHorse, comfyui_mock: MockHandle, s3: S3, tmp_path: Path
+) -> None:
+    # The AWS_* variables the s3 fixture set reach the process through its environment.
+    env = serve_env(fake, comfyui_mock, COMFYUI_OUTPUT_STORE=f"s3://{s3.bucket}/served")
+    proc = await start_serve(env, tmp_path)
+    try:
+        await wait_polling(proc, fake, JOB_TASK_NAME)
+        _, report = await run(fake, job(), "guid-served")
+        assert report.status == "TASK_SUCCESS", report.error_message
+        (entry,) = report.output["files"]
+        stored = s3.get(entry["uri"].removeprefix(f"s3://{s3.bucket}/"))
+        assert hashlib.sha256(stored).hexdigest() == entry["sha256"]
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            assert await proc.wait() == 0
+    finally:
+        await stop_process(proc)
