@@ -29,7 +29,8 @@ from .constants import (
     LogFormat,
     OutputMode,
 )
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, InvalidWorkflowError
+from .workflow import load_workflow_file
 
 LH_SETTING_PREFIXES = ("LHC_", "LHW_")
 STORE_SCHEMES = ("s3", "gs", "az")
@@ -103,10 +104,30 @@ class Settings(BaseSettings):
         description="Interrupt prompts still running after the grace instead of leaving them "
         "for a retry to attach to",
     )
+    warmup_workflow: Path | None = Field(
+        default=None,
+        description="API-format workflow run before the first claim and after ComfyUI restarts",
+    )
     retryable_execution_errors: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_RETRYABLE_EXECUTION_ERRORS,
         description="Substrings of an execution error's type or message that make it retryable",
     )
+
+    @field_validator("warmup_workflow", mode="before")
+    @classmethod
+    def _no_warmup_when_empty(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("warmup_workflow")
+    @classmethod
+    def _check_warmup(cls, value: Path | None) -> Path | None:
+        # Read once here so a missing or UI-format file stops the start, naming the variable.
+        if value is not None:
+            try:
+                load_workflow_file(value)
+            except InvalidWorkflowError as exc:
+                raise ValueError(f"COMFYUI_WARMUP_WORKFLOW: {exc}") from None
+        return value
 
     @field_validator("retryable_execution_errors", mode="before")
     @classmethod

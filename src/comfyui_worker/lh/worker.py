@@ -18,6 +18,7 @@ from ..constants import JOB_TASK_NAME, TASK_NAME
 from ..execution import Executor
 from ..runner import Media
 from ..settings import Settings, lh_settings_from_env_file
+from .readiness import ComfyUIReadiness
 from .supervisor import Supervisor
 from .task import TaskFunction, make_job_task_function, make_task_function, prompt_id_for
 
@@ -153,12 +154,9 @@ async def serve(settings: Settings, config: LHConfig | None = None) -> None:
         # turns a conflicting one into a clear error instead of the SDK's signature mismatch.
         for line in await asyncio.to_thread(register_all, config, tasks):
             log.info(line)
-        if not await executor.client.check_health():
-            log.warning(
-                "ComfyUI at %s is not answering yet; tasks will retry until it does",
-                settings.base_url_str,
-            )
-        supervisor = Supervisor(tasks, config)
+        readiness = ComfyUIReadiness(executor)
+        supervisor = Supervisor(tasks, config, ready=lambda: readiness.ready)
+        readiness.on_change = supervisor.wake
         log.info(
             "serving %s: ComfyUI %s, %d job(s) in flight, %d task slot(s) per LittleHorse host",
             ", ".join(repr(name) for name in tasks),
@@ -166,13 +164,15 @@ async def serve(settings: Settings, config: LHConfig | None = None) -> None:
             settings.max_in_flight,
             config.num_worker_threads,
         )
-        await _run_until_signal(supervisor, settings, executor)
+        await _run_until_signal(supervisor, readiness, settings, executor)
     finally:
         await media.aclose()
         await executor.aclose()
 
 
-async def _run_until_signal(supervisor: Supervisor, settings: Settings, executor: Executor) -> None:
+async def _run_until_signal(
+    supervisor: Supervisor, readiness: ComfyUIReadiness, settings: Settings, executor: Executor
+) -> None:
     """Serve until the first SIGTERM/SIGINT, then drain; a second signal exits at once.
 
     Not `littlehorse.start()`: its stop() leaves start() asleep in the SDK's 60 s heartbeat
@@ -191,6 +191,7 @@ async def _run_until_signal(supervisor: Supervisor, settings: Settings, executor
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     runner = asyncio.create_task(supervisor.run(), name="lh-supervisor")
+    watcher = asyncio.create_task(readiness.run(), name="comfyui-readiness")
     stopping = asyncio.create_task(stop.wait(), name="stop-signal")
     try:
         await asyncio.wait({runner, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -211,8 +212,8 @@ async def _run_until_signal(supervisor: Supervisor, settings: Settings, executor
         await runner
         log.info("drained: exiting")
     finally:
-        for task in (runner, stopping):
+        for task in (runner, watcher, stopping):
             task.cancel()
-        await asyncio.gather(runner, stopping, return_exceptions=True)
+        await asyncio.gather(runner, watcher, stopping, return_exceptions=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
