@@ -34,8 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    run_p = sub.add_parser("run", help="run one API-format workflow file and print the result")
-    run_p.add_argument("workflow", type=Path, help="workflow JSON exported in API format")
+    run_p = sub.add_parser(
+        "run", help="run one API-format workflow file or one template and print the result"
+    )
+    run_p.add_argument(
+        "workflow", type=Path, nargs="?", help="workflow JSON exported in API format"
+    )
+    cli_templates.add_run_arguments(run_p)
     run_p.add_argument(
         "--mock",
         action="store_true",
@@ -75,11 +80,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        what: dict[str, Any] | Job = (
-            load_workflow_file(args.workflow, max_bytes=settings.max_workflow_bytes)
-            if args.command == "run"
-            else _load_job(args.job)
-        )
+        what: dict[str, Any] | Job
+        if args.command == "job":
+            what = _load_job(args.job)
+        elif (template := cli_templates.template_job(args, settings)) is not None:
+            what = template
+        else:
+            what = load_workflow_file(args.workflow, max_bytes=settings.max_workflow_bytes)
         if args.mock:
             result = _run_with_mock(what, args.prompt_id, settings)
         else:
@@ -106,6 +113,8 @@ async def run_once(
     what: dict[str, Any] | Job, settings: Settings, *, prompt_id: str | None = None
 ) -> dict[str, Any]:
     """The same path the LittleHorse tasks take, for one workflow or job; progress on stderr."""
+    from .lh.worker import template_store
+
     executor = Executor(settings)
     media = Media(settings, executor.client)
     with ConsoleObserver() as observer:
@@ -113,7 +122,12 @@ async def run_once(
         try:
             if isinstance(what, Job):
                 result = await run_job(
-                    what, executor=executor, media=media, prompt_id=prompt_id, observer=observer
+                    what,
+                    executor=executor,
+                    media=media,
+                    templates=template_store(executor),
+                    prompt_id=prompt_id,
+                    observer=observer,
                 )
             else:
                 result = await run_workflow(

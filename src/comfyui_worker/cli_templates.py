@@ -1,18 +1,26 @@
-"""`comfyui-worker templates list | show NAME [--json] | check`."""
+"""`comfyui-worker templates list | show NAME [--json] | check`, and the template form of
+`run`: `run --template NAME --param key=value ...`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
+import mimetypes
+import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from .comfyui.client import ComfyUIClient, RetryPolicy
-from .exceptions import ComfyUIError
+from .exceptions import ComfyUIError, InvalidJobError
+from .job import Job, parse_job
 from .settings import Settings
+from .templates.binding import parse_text_value
 from .templates.check import comfyui_findings, local_findings
 from .templates.manifest import Catalogue, load_catalogue
+from .templates.params import ParamType
 from .templates.schema import describe_template, params_schema
 
 
@@ -30,6 +38,66 @@ def add_parser(sub: Any) -> None:
         help="report every problem of every template (and, when ComfyUI answers, check "
         "nodes, inputs and enum values against its /object_info); exit 1 on problems",
     )
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--template", help="run this template (COMFYUI_TEMPLATES_DIR) instead")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a template parameter, read by its type (int, float, true/false...); for an "
+        "image: a file path, an http(s) URL, an object-store URI or a JSON object",
+    )
+
+
+def template_job(args: argparse.Namespace, settings: Settings) -> Job | None:
+    """The job `run --template` stands for, or None for a workflow file."""
+    if args.template is None:
+        if args.workflow is None:
+            raise InvalidJobError("give a workflow file or --template NAME")
+        if args.param:
+            raise InvalidJobError("--param is for --template runs only")
+        return None
+    if args.workflow is not None:
+        raise InvalidJobError("give a workflow file or --template NAME, not both")
+    # Only to read each value by its declared type; binding checks it as for any task.
+    template = load_catalogue(settings.templates_dir).templates.get(args.template)
+    params: dict[str, Any] = {}
+    for item in args.param:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise InvalidJobError(f"--param {item!r}: expected KEY=VALUE")
+        spec = template.params.get(key) if template is not None else None
+        if spec is None:
+            params[key] = text  # unknown or untyped: binding names the problem
+        elif spec.type is ParamType.IMAGE:
+            params[key] = image_param(key, text)
+        else:
+            params[key] = parse_text_value(spec, text)
+    return parse_job({"template": args.template, "params": params})
+
+
+def image_param(key: str, text: str) -> Any:
+    """An image parameter from the command line: a JSON object as is, a URL or URI by
+    reference, anything else a local file sent as base64."""
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidJobError(f"--param {key}: not valid JSON: {exc}") from exc
+    if text.startswith(("http://", "https://")):
+        return {"url": text}
+    if re.match(r"^[a-z][a-z0-9+.-]*://", text):
+        return {"uri": text}
+    path = Path(text.removeprefix("@"))
+    # A data URL keeps the file's type, so the uploaded name keeps its suffix.
+    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    try:
+        return {"base64": f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()}
+    except OSError as exc:
+        raise InvalidJobError(f"--param {key}: cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -14,7 +14,7 @@ import pytest
 from littlehorse.model import VariableType
 
 from comfyui_worker.cli import main
-from comfyui_worker.constants import JOB_TASK_NAME, TASK_NAME
+from comfyui_worker.constants import JOB_TASK_NAME, TASK_NAME, TEMPLATE_TASK_NAME
 from comfyui_worker.lh.worker import lh_config
 from comfyui_worker.settings import Settings
 from lh.fake_server import FakeLittleHorse
@@ -41,12 +41,15 @@ def test_register_creates_the_task_def(
     assert task_def.return_type.return_type.primitive_type == VariableType.JSON_OBJ
     (job,) = fake.task_defs[JOB_TASK_NAME].input_vars
     assert job.name == "job" and job.type_def.primitive_type == VariableType.JSON_OBJ
+    template, params = fake.task_defs[TEMPLATE_TASK_NAME].input_vars
+    assert (template.name, template.type_def.primitive_type) == ("template", VariableType.STR)
+    assert (params.name, params.type_def.primitive_type) == ("params", VariableType.JSON_OBJ)
 
 
 def test_register_twice_is_fine(fake: FakeLittleHorse) -> None:
     assert main(["register"]) == 0
     assert main(["register"]) == 0
-    assert sorted(fake.task_defs) == sorted([TASK_NAME, JOB_TASK_NAME])
+    assert sorted(fake.task_defs) == sorted([TASK_NAME, JOB_TASK_NAME, TEMPLATE_TASK_NAME])
 
 
 def test_conflicting_task_def_is_a_clear_error(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from comfyui_mock.catalogue import FIXTURE_IMAGE
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.cli import main
 from template_dirs import EXAMPLES, GRAPH, make_dir
@@ -141,3 +142,55 @@ def test_check_without_comfyui_runs_the_local_checks(
     captured = capsys.readouterr()
     assert len(captured.out.splitlines()) == 3  # the local problems
     assert "ComfyUI not checked" in captured.err and "unreachable" in captured.err
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # `--mock` keeps its files under ./.comfyui-mock.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COMFYUI_TEMPLATES_DIR", str(EXAMPLES))
+    return tmp_path
+
+
+def test_run_a_template_on_the_mock(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["run", "--template", "solid", "--param", "caption=hi", "--param", "scale=2", "--mock"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "success" and Path(result["outputs"][0]).is_file()
+    assert result["texts"][0]["text"] == "hi"
+    assert result["params"]["scale"] == 2.0 and result["params"]["method"] == "bilinear"
+
+
+def test_run_a_template_with_an_image_file(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = in_tmp / "cat.jpg"
+    photo.write_bytes(FIXTURE_IMAGE.read_bytes())
+    argv = ["run", "--template", "invert", "--param", f"photo={photo}", "--mock"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["params"]["photo"] == {"input": "photo.jpg"}  # the file's type kept
+    assert result["inputs"]["photo.jpg"]["size"] == photo.stat().st_size
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (
+            ["--template", "animate", "--param", "pingpong=maybe", "--param", "frames=2.5"],
+            "InvalidParamsError: template 'animate': parameter 'frames': expected an integer, "
+            "got string \"2.5\"; parameter 'pingpong': expected a boolean",
+        ),
+        (["--template", "nope"], "UnknownTemplateError: template 'nope': no such template"),
+        (["--template", "invert", "--param", "photo=/no/such.png"], "cannot read /no/such.png"),
+        (["--template", "solid", "--param", "caption"], "--param 'caption': expected KEY=VALUE"),
+        ([], "give a workflow file or --template NAME"),
+        (["x.json", "--template", "solid"], "not both"),
+        (["x.json", "--param", "a=1"], "--param is for --template runs only"),
+    ],
+)
+def test_run_template_mistakes(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str], argv: list[str], says: str
+) -> None:
+    assert main(["run", *argv, "--mock"]) == 1
+    assert says in capsys.readouterr().err

@@ -1,5 +1,5 @@
-"""The task functions the LittleHorse worker runs: `execute-comfyui-workflow` and
-`run-comfyui-job`."""
+"""The task functions the LittleHorse worker runs: `execute-comfyui-workflow`,
+`run-comfyui-job` and `run-comfyui-template`."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ from ..runner import Media, run_job, run_workflow
 from ..settings import Settings
 from .errors import business_name, to_lh_exception
 
-TaskFunction = Callable[[dict[str, Any], WorkerContext], Awaitable[dict[str, Any]]]
+# (workflow | job | template, params, ..., ctx) -> result; the SDK reads the TaskDef's
+# variables off each function's own signature.
+TaskFunction = Callable[..., Awaitable[dict[str, Any]]]
 
 
 def prompt_id_for(idempotency_key: str) -> str:
@@ -97,6 +99,21 @@ def make_job_task_function(
             return bound_result(result, executor.settings.max_result_bytes)
 
     return run_comfyui_job
+
+
+def make_template_task_function(
+    executor: Executor, media: Media | None = None, templates: TemplateBinder | None = None
+) -> TaskFunction:
+    """Bind `run-comfyui-template` (a named template and its params): the job envelope
+    `{"template", "params"}` in short, run as `run-comfyui-job` runs it."""
+    run_comfyui_job = make_job_task_function(executor, media, templates)
+
+    async def run_comfyui_template(
+        template: str, params: dict[str, Any], ctx: WorkerContext
+    ) -> dict[str, Any]:
+        return await run_comfyui_job({"template": template, "params": params}, ctx)
+
+    return run_comfyui_template
 
 
 @contextlib.asynccontextmanager

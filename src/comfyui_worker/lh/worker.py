@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 import signal
+from typing import Any
 
 import grpc
 import littlehorse
@@ -14,13 +14,20 @@ from littlehorse.config import LHConfig
 from littlehorse.model import TaskDef, TaskDefId, VariableType
 from littlehorse.worker import WorkerContext
 
-from ..constants import JOB_TASK_NAME, TASK_NAME
+from ..constants import JOB_TASK_NAME, TASK_NAME, TEMPLATE_TASK_NAME
 from ..execution import Executor
 from ..runner import Media
 from ..settings import Settings, lh_settings_from_env_file
+from ..templates import TemplateStore
 from .readiness import ComfyUIReadiness
 from .supervisor import Supervisor
-from .task import TaskFunction, make_job_task_function, make_task_function, prompt_id_for
+from .task import (
+    TaskFunction,
+    make_job_task_function,
+    make_task_function,
+    make_template_task_function,
+    prompt_id_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +62,21 @@ def lh_config(settings: Settings) -> LHConfig:
     return config
 
 
-def task_functions(executor: Executor, media: Media) -> dict[str, TaskFunction]:
+def task_functions(
+    executor: Executor, media: Media, templates: TemplateStore | None = None
+) -> dict[str, TaskFunction]:
     """Every task this worker serves, by TaskDef name."""
+    templates = templates or template_store(executor)
     return {
         TASK_NAME: make_task_function(executor, media),
-        JOB_TASK_NAME: make_job_task_function(executor, media),
+        JOB_TASK_NAME: make_job_task_function(executor, media, templates),
+        TEMPLATE_TASK_NAME: make_template_task_function(executor, media, templates),
     }
+
+
+def template_store(executor: Executor) -> TemplateStore:
+    """The templates of COMFYUI_TEMPLATES_DIR, `choices: comfyui` asked of this ComfyUI."""
+    return TemplateStore(executor.settings.templates_dir, object_info=executor.client.object_info)
 
 
 def register(config: LHConfig, task: TaskFunction, name: str = TASK_NAME) -> str:
@@ -83,7 +99,8 @@ def register(config: LHConfig, task: TaskFunction, name: str = TASK_NAME) -> str
             return f"TaskDef {name!r} already registered"
         if existing is not None:
             params = ", ".join(
-                f"{p}: JSON_OBJ" for p in inspect.signature(task).parameters if p != "ctx"
+                f"{v.name}: {VariableType.Name(v.type_def.primitive_type)}"
+                for v in _wanted_vars(task)
             )
             raise TaskDefConflictError(
                 f"TaskDef {name!r} already exists with a different signature "
@@ -115,19 +132,23 @@ def _existing_task_def(config: LHConfig, name: str) -> TaskDef | None:
     return task_def
 
 
-def _same_signature(existing: TaskDef, task: TaskFunction) -> bool:
+def _wanted_vars(task: TaskFunction) -> list[Any]:
+    """The TaskDef input variables the SDK derives from `task`'s signature."""
     # The SDK builds its PutTaskDefRequest with these (littlehorse-client 1.3.0, pinned).
-    from littlehorse.worker import _resolved_signature, _return_to_lh_schema, _to_variable_def
+    from littlehorse.worker import _resolved_signature, _to_variable_def
 
-    signature = _resolved_signature(task)
-    wanted = [
+    return [
         _to_variable_def(param)
-        for param in signature.parameters.values()
+        for param in _resolved_signature(task).parameters.values()
         if param.annotation is not WorkerContext
     ]
-    return list(existing.input_vars) == wanted and existing.return_type == _return_to_lh_schema(
-        signature.return_annotation
-    )
+
+
+def _same_signature(existing: TaskDef, task: TaskFunction) -> bool:
+    from littlehorse.worker import _resolved_signature, _return_to_lh_schema
+
+    returns = _return_to_lh_schema(_resolved_signature(task).return_annotation)
+    return list(existing.input_vars) == _wanted_vars(task) and existing.return_type == returns
 
 
 def describe_task_def(task_def: TaskDef) -> str:
@@ -148,12 +169,20 @@ async def serve(settings: Settings, config: LHConfig | None = None) -> None:
     config = config or lh_config(settings)
     executor = Executor(settings)
     media = Media(settings, executor.client)
-    tasks = task_functions(executor, media)
+    templates = template_store(executor)
+    tasks = task_functions(executor, media, templates)
     try:
         # The SDK refuses to start without the TaskDefs; creating them here (idempotent) also
         # turns a conflicting one into a clear error instead of the SDK's signature mismatch.
         for line in await asyncio.to_thread(register_all, config, tasks):
             log.info(line)
+        # Loaded now so that broken templates show in the log at start, not at first use.
+        catalogue = await templates.catalogue()
+        log.info(
+            "templates in %s: %s",
+            settings.templates_dir,
+            ", ".join(sorted(catalogue.templates)) or "none",
+        )
         readiness = ComfyUIReadiness(executor)
         supervisor = Supervisor(tasks, config, ready=lambda: readiness.ready)
         readiness.on_change = supervisor.wake
