@@ -122,58 +122,52 @@ async def test_the_envelope_form_uploads_image_parameters(
     assert (comfyui_mock.input_dir / uploaded["uploaded"].split(" [")[0]).is_file()
 
 
-@pytest.mark.parametrize(
-    ("template", "params", "name", "says", "parameter", "rule"),
-    [
-        ("nope", {}, "comfyui-unknown-template", "no such template", None, "unknown-template"),
-        ("solid", {}, "comfyui-invalid-params", "'caption' is required", "caption", "required"),
-        (
-            "animate",
-            {"pingpong": "false"},
-            "comfyui-invalid-params",
-            'expected a boolean (true or false), got string "false"',
-            "pingpong",
-            "type",
-        ),
-        (
-            "animate",
-            {"frames": 2.5},
-            "comfyui-invalid-params",
-            "expected an integer, got number 2.5",
-            "frames",
-            "type",
-        ),
-        ("animate", {"fps": 99}, "comfyui-invalid-params", "above the maximum 60", "fps", "max"),
-        (
-            "solid",
-            {"caption": "x", "method": "cubic"},
-            "comfyui-invalid-params",
-            '"cubic" is not one of the choices: "nearest-exact"',
-            "method",
-            "choices",
-        ),
-        ("animate", {"fsp": 9}, "comfyui-invalid-params", "'fsp' is unknown", "fsp", "unknown"),
-    ],
-)
+# One worker for all of them: each worker start and stop costs about a second.
+BAD_TASKS: list[tuple[str, Any, str, str, str | None, str]] = [
+    ("nope", {}, "comfyui-unknown-template", "no such template", None, "unknown-template"),
+    ("solid", {}, "comfyui-invalid-params", "'caption' is required", "caption", "required"),
+    (
+        "animate",
+        {"pingpong": "false"},
+        "comfyui-invalid-params",
+        'expected a boolean (true or false), got string "false"',
+        "pingpong",
+        "type",
+    ),
+    (
+        "animate",
+        {"frames": 2.5},
+        "comfyui-invalid-params",
+        "expected an integer, got number 2.5",
+        "frames",
+        "type",
+    ),
+    ("animate", {"fps": 99}, "comfyui-invalid-params", "above the maximum 60", "fps", "max"),
+    (
+        "solid",
+        {"caption": "x", "method": "cubic"},
+        "comfyui-invalid-params",
+        '"cubic" is not one of the choices: "nearest-exact"',
+        "method",
+        "choices",
+    ),
+    ("animate", {"fsp": 9}, "comfyui-invalid-params", "'fsp' is unknown", "fsp", "unknown"),
+]
+
+
 async def test_bad_template_tasks_are_named_business_exceptions(
-    worker: None,
-    fake: FakeLittleHorse,
-    template: str,
-    params: Any,
-    name: str,
-    says: str,
-    parameter: str | None,
-    rule: str,
+    worker: None, fake: FakeLittleHorse
 ) -> None:
-    _, report = await run_template(fake, template, params, f"guid-bad-{name}-{parameter}")
-    assert report.status == "TASK_EXCEPTION", report.error_message
-    assert report.exception_name == name and says in report.exception_message
-    content = report.exception_content
-    assert (content["template"], content["parameter"], content["rule"]) == (
-        template,
-        parameter,
-        rule,
-    )
+    for i, (template, params, name, says, parameter, rule) in enumerate(BAD_TASKS):
+        _, report = await run_template(fake, template, params, f"guid-bad-{i}")
+        assert report.status == "TASK_EXCEPTION", (i, report.error_message)
+        assert report.exception_name == name and says in report.exception_message, i
+        content = report.exception_content
+        assert (content["template"], content["parameter"], content["rule"]) == (
+            template,
+            parameter,
+            rule,
+        ), i
 
 
 async def test_templates_change_while_the_worker_serves(
