@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import platform
 import sys
 import tempfile
@@ -182,9 +183,24 @@ def delivery_rows(up: Uploads, size_mb: int) -> list[Row]:
     ]
 
 
+def machine() -> str:
+    """Where the figures come from: CPU, cores, Python, and how busy the machine was."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    load = "/".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return (
+        f"{model}, {os.cpu_count()} cores, {platform.python_implementation()} "
+        f"{platform.python_version()}, load average {load}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    started = time.monotonic()
+    started, before = time.monotonic(), machine()
 
     async def bounded() -> list[Row]:
         async with asyncio.timeout(args.time_limit):
@@ -196,9 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.py: gave up after {args.time_limit:g} s", file=sys.stderr)
         return 1
     print(render(rows))
+    print(f"\nstart: {before}\nend:   {machine()}")
     print(
-        f"\n{platform.python_implementation()} {platform.python_version()}, "
-        f"{time.monotonic() - started:.0f} s",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {time.monotonic() - started:.0f} s"
     )
     return 0
 
