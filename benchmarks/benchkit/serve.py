@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -45,9 +46,17 @@ def serve_env(target: Target, fake: FakeLittleHorse, max_in_flight: int) -> dict
             "COMFYUI_OUTPUT_DIR": str(target.output_dir),
             "COMFYUI_TEMP_DIR": str(target.temp_dir),
             "COMFYUI_MAX_IN_FLIGHT": str(max_in_flight),
+            # The health server is on out of the box; a free port, not 8000, on a shared host.
+            "COMFYUI_WORKER_HEALTH_PORT": str(free_port()),
         }
     )
     return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

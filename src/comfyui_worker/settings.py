@@ -310,11 +310,20 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 
 # Names of settings whose values are credentials: never logged, never echoed in errors.
-SECRET_NAME_MARKERS = ("SECRET", "PASSWORD", "TOKEN", "CREDENTIAL", "ACCESS_KEY", "PRIVATE_KEY")
-# Credentials under other names (the SDK's OAuth secret is caught by the markers as well).
-SECRET_NAMES = frozenset({"LHC_OAUTH_CLIENT_SECRET", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
+# Covers the SDK's OAuth secret and the object stores' variables (AWS_SECRET_ACCESS_KEY,
+# AWS_SESSION_TOKEN, AZURE_STORAGE_ACCOUNT_KEY, AZURE_CLIENT_SECRET, GOOGLE_SERVICE_ACCOUNT_KEY).
+SECRET_NAME_MARKERS = (
+    "SECRET",
+    "PASSWORD",
+    "TOKEN",
+    "CREDENTIAL",
+    "ACCESS_KEY",
+    "PRIVATE_KEY",
+    "ACCOUNT_KEY",
+    "SAS_KEY",
+)
 
 
 def is_secret_name(name: str) -> bool:
     upper = name.upper()
-    return upper in SECRET_NAMES or any(marker in upper for marker in SECRET_NAME_MARKERS)
+    return any(marker in upper for marker in SECRET_NAME_MARKERS)

@@ -32,6 +32,8 @@ def serve_env(fake: FakeLittleHorse, mock: MockHandle, **settings: str) -> dict[
             "COMFYUI_OUTPUT_DIR": str(mock.output_dir),
             "COMFYUI_TEMP_DIR": str(mock.temp_dir),
             "COMFYUI_INPUT_DIR": str(mock.input_dir),
+            # Off unless a test asks for it: the default port 8000 may be taken here.
+            "COMFYUI_WORKER_HEALTH_PORT": "0",
         }
     )
     env.update(settings)

@@ -70,6 +70,7 @@ async def test_serve_fails_clearly_when_littlehorse_is_unreachable(
             "COMFYUI_BASE_URL": comfyui_mock.url,
             "COMFYUI_OUTPUT_DIR": str(comfyui_mock.output_dir),
             "COMFYUI_TEMP_DIR": str(comfyui_mock.temp_dir),
+            "COMFYUI_WORKER_HEALTH_PORT": "0",
         }
     )
     proc = await start_serve(env, tmp_path)

@@ -82,11 +82,19 @@ def test_only_credential_settings_count_as_secrets() -> None:
         "LHC_OAUTH_CLIENT_SECRET": "abcdef",
         "AWS_SECRET_ACCESS_KEY": "wxyz1234",
         "COMFYUI_S3_PASSWORD": "hunter22",
+        "AZURE_STORAGE_ACCOUNT_KEY": "azkey123",
+        "GOOGLE_SERVICE_ACCOUNT_KEY": '{"private_key": "x"}',
         "LHC_API_TOKEN": "tok",  # too short to be worth redacting ordinary words for
         "LHC_API_HOST": "littlehorse",
         "COMFYUI_OUTPUT_DIR": "/comfyui/output",
     }
-    assert set(secret_values(env)) == {"abcdef", "wxyz1234", "hunter22"}
+    assert set(secret_values(env)) == {
+        "abcdef",
+        "wxyz1234",
+        "hunter22",
+        "azkey123",
+        '{"private_key": "x"}',
+    }
     assert Redactor(["abcdef"])("x abcdef y abcdef") == "x *** y ***"
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..exceptions import ComfyUIWorkerError
 from ..execution import Executor
+from ..observability import metrics
 from ..workflow import load_workflow_file
 from .errors import business_name
 
@@ -39,6 +40,7 @@ class ComfyUIReadiness:
 
     def __init__(self, executor: Executor, *, on_change: Callable[[], None] = lambda: None):
         self.ready = False
+        self._seen_ready = False
         self.warmups = 0
         self.on_change = on_change
         self._executor = executor
@@ -80,6 +82,9 @@ class ComfyUIReadiness:
             await asyncio.sleep(UP_INTERVAL if self.ready else DOWN_INTERVAL)
 
     def _set(self, ready: bool) -> None:
+        if ready and self._seen_ready:
+            metrics.COMFYUI_RESTARTS.inc()  # answering again after not answering
+        self._seen_ready = self._seen_ready or ready
         self.ready = ready
         self.on_change()
 

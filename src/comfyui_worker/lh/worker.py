@@ -16,8 +16,10 @@ from littlehorse.worker import WorkerContext
 
 from ..constants import JOB_TASK_NAME, TASK_NAME, TEMPLATE_TASK_NAME
 from ..execution import Executor
+from ..observability.health import open_health_server
+from ..observability.logs import REDACTED
 from ..runner import Media
-from ..settings import Settings, lh_settings_from_env_file
+from ..settings import Settings, is_secret_name, lh_settings_from_env_file
 from ..templates import TemplateStore
 from .readiness import ComfyUIReadiness
 from .supervisor import Supervisor
@@ -77,6 +79,14 @@ def task_functions(
 def template_store(executor: Executor) -> TemplateStore:
     """The templates of COMFYUI_TEMPLATES_DIR, `choices: comfyui` asked of this ComfyUI."""
     return TemplateStore(executor.settings.templates_dir, object_info=executor.client.object_info)
+
+
+def describe_lh_config(config: LHConfig) -> str:
+    """`KEY=value, ...` with every credential masked (the SDK masks only some)."""
+    pairs = (line.partition("=") for line in str(config).splitlines())
+    return ", ".join(
+        f"{key}={REDACTED if is_secret_name(key) else value}" for key, _, value in sorted(pairs)
+    )
 
 
 def register(config: LHConfig, task: TaskFunction, name: str = TASK_NAME) -> str:
@@ -167,11 +177,21 @@ async def serve(settings: Settings, config: LHConfig | None = None) -> None:
     """Run the workers until SIGTERM/SIGINT, then drain (signal handlers need the main
     thread)."""
     config = config or lh_config(settings)
+    log.debug("LittleHorse settings: %s", describe_lh_config(config))
     executor = Executor(settings)
     media = Media(settings, executor.client)
     templates = template_store(executor)
     tasks = task_functions(executor, media, templates)
+    readiness = ComfyUIReadiness(executor)
+    supervisor = Supervisor(tasks, config, ready=lambda: readiness.ready)
+    readiness.on_change = supervisor.wake
+    health = None
     try:
+        # Bound first: a port in use is a configuration error before anything else happens.
+        health = open_health_server(settings, supervisor, asyncio.get_running_loop())
+        if health is not None:
+            health.start()
+            log.info("health server on http://%s:%d", settings.worker_health_host, health.port)
         # The SDK refuses to start without the TaskDefs; creating them here (idempotent) also
         # turns a conflicting one into a clear error instead of the SDK's signature mismatch.
         for line in await asyncio.to_thread(register_all, config, tasks):
@@ -183,9 +203,6 @@ async def serve(settings: Settings, config: LHConfig | None = None) -> None:
             settings.templates_dir,
             ", ".join(sorted(catalogue.templates)) or "none",
         )
-        readiness = ComfyUIReadiness(executor)
-        supervisor = Supervisor(tasks, config, ready=lambda: readiness.ready)
-        readiness.on_change = supervisor.wake
         log.info(
             "serving %s: ComfyUI %s, %d job(s) in flight, %d task slot(s) per LittleHorse host",
             ", ".join(repr(name) for name in tasks),
@@ -195,6 +212,8 @@ async def serve(settings: Settings, config: LHConfig | None = None) -> None:
         )
         await _run_until_signal(supervisor, readiness, settings, executor)
     finally:
+        if health is not None:
+            await asyncio.to_thread(health.close)
         await media.aclose()
         await executor.aclose()
 

@@ -18,81 +18,81 @@ REGISTRY = CollectorRegistry()
 # process_resident_memory_bytes and friends: the first thing to watch on a long-lived sidecar.
 ProcessCollector(registry=REGISTRY)
 
-_PREFIX = "comfyui_worker_"
+PREFIX = "comfyui_worker_"
 # Seconds: milliseconds of overhead up to the job deadline's scale (30 min by default).
 _LONG_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 _SHORT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 JOBS_FINISHED = Counter(
-    _PREFIX + "jobs_finished",
+    PREFIX + "jobs_finished",
     "Jobs finished, by outcome (success, business_exception, failed, cancelled) and "
     "exception (the LittleHorse exception name, or the error type of a retryable failure)",
     ["outcome", "exception"],
     registry=REGISTRY,
 )
 JOBS_IN_FLIGHT = Gauge(
-    _PREFIX + "jobs_in_flight",
+    PREFIX + "jobs_in_flight",
     "Jobs this process holds: waiting for a slot, queued or running in ComfyUI",
     registry=REGISTRY,
 )
 SLOT_WAIT = Histogram(
-    _PREFIX + "slot_wait_seconds",
+    PREFIX + "slot_wait_seconds",
     "Time a job waited here for one of COMFYUI_MAX_IN_FLIGHT slots",
     buckets=_LONG_BUCKETS,
     registry=REGISTRY,
 )
 QUEUE_WAIT = Histogram(
-    _PREFIX + "comfyui_queue_wait_seconds",
+    PREFIX + "comfyui_queue_wait_seconds",
     "Time from submitting a prompt to ComfyUI starting it (ComfyUI's execution_start)",
     buckets=_LONG_BUCKETS,
     registry=REGISTRY,
 )
 EXECUTION = Histogram(
-    _PREFIX + "execution_seconds",
+    PREFIX + "execution_seconds",
     "ComfyUI's own execution time: execution_start to its end event, by ComfyUI's clock",
     buckets=_LONG_BUCKETS,
     registry=REGISTRY,
 )
 JOB_DURATION = Histogram(
-    _PREFIX + "job_duration_seconds",
+    PREFIX + "job_duration_seconds",
     "End to end: from the task starting here to its result or failure",
     buckets=_LONG_BUCKETS,
     registry=REGISTRY,
 )
 COMPLETION_LATENCY = Histogram(
-    _PREFIX + "completion_detection_seconds",
+    PREFIX + "completion_detection_seconds",
     "From ComfyUI's execution_success timestamp to this worker holding the result",
     buckets=_SHORT_BUCKETS,
     registry=REGISTRY,
 )
 WS_RECONNECTS = Counter(
-    _PREFIX + "websocket_reconnects",
+    PREFIX + "websocket_reconnects",
     "ComfyUI websockets reopened after a drop during a job",
     registry=REGISTRY,
 )
 WS_FALLBACKS = Counter(
-    _PREFIX + "websocket_fallbacks",
+    PREFIX + "websocket_fallbacks",
     "Jobs that fell back to polling because the websocket could not be (re)opened",
     registry=REGISTRY,
 )
 HTTP_RETRIES = Counter(
-    _PREFIX + "http_retries",
+    PREFIX + "http_retries",
     "Retried HTTP requests to ComfyUI, by endpoint",
     ["endpoint"],
     registry=REGISTRY,
 )
 COMFYUI_RESTARTS = Counter(
-    _PREFIX + "comfyui_restarts",
+    PREFIX + "comfyui_restarts",
     "Times ComfyUI answered again after being unreachable",
     registry=REGISTRY,
 )
 OUTPUTS_DELIVERED = Counter(
-    _PREFIX + "outputs_delivered",
+    PREFIX + "outputs_delivered",
     "Output files delivered by successful jobs",
     registry=REGISTRY,
 )
 OUTPUT_BYTES = Counter(
-    _PREFIX + "output_bytes_delivered",
+    PREFIX + "output_bytes_delivered",
     "Bytes of the output files delivered by successful jobs",
     registry=REGISTRY,
 )
