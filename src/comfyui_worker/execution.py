@@ -1,7 +1,8 @@
 """Run one workflow on ComfyUI to completion: the path shared by the CLI and the LittleHorse task.
 
-    validate -> (attach to or reuse an earlier attempt's prompt | open websocket -> submit)
-    -> wait (`waiting`) -> read history -> outputs, each file checked on disk -> JobResult
+    validate -> (attach to or reuse an earlier attempt's prompt | prepare -> open websocket
+    -> submit) -> wait (`waiting`) -> read history -> outputs, each file checked on disk
+    -> JobResult
 
 Every attempt of one task uses the same prompt_id, so what ComfyUI holds under it may be an
 earlier attempt's: a prompt still running is attached to (and run again once if it ends
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +92,25 @@ class _Outcome:
     reused: bool = False
 
 
+Prepare = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+"""Makes the prompt to submit from the validated workflow (see `Executor.run`)."""
+
+
+class _Submittable:
+    """A job's workflow, and the prompt `prepare` makes of it the first time it is needed."""
+
+    def __init__(self, workflow: dict[str, Any], prepare: Prepare | None) -> None:
+        self.workflow = workflow
+        self._prepare = prepare
+        self._prompt: dict[str, Any] | None = workflow if prepare is None else None
+
+    async def prompt(self) -> dict[str, Any]:
+        if self._prompt is None:
+            assert self._prepare is not None
+            self._prompt = await self._prepare(self.workflow)
+        return self._prompt
+
+
 class Executor:
     """Runs workflows on one ComfyUI server; one per process (it owns the in-flight limit)."""
 
@@ -111,8 +132,13 @@ class Executor:
         *,
         prompt_id: str | None = None,
         observer: JobObserver | None = None,
+        prepare: Prepare | None = None,
     ) -> JobResult:
         """Run `workflow`; with a `prompt_id` from an earlier attempt, attach instead of rerun.
+
+        `prepare` turns the workflow into the prompt to submit (a job uploads its inputs
+        there). It runs once, and only when the prompt is really submitted: a retry that
+        attaches to or reuses its earlier prompt never calls it.
 
         Raises InvalidWorkflowError, PromptValidationError, ExecutionError,
         ExecutionInterrupted, PromptLostError, JobTimeoutError, UnsafeOutputPathError,
@@ -128,7 +154,10 @@ class Executor:
                 async with self._slots:
                     observer.slot_acquired(pid)
                     return await self._run_job(
-                        prompt, pid, resumable=prompt_id is not None, observer=observer
+                        _Submittable(prompt, prepare),
+                        pid,
+                        resumable=prompt_id is not None,
+                        observer=observer,
                     )
         except TimeoutError as exc:
             if not deadline.expired():
@@ -143,11 +172,11 @@ class Executor:
             raise
 
     async def _run_job(
-        self, prompt: dict[str, Any], pid: str, *, resumable: bool, observer: JobObserver
+        self, job: _Submittable, pid: str, *, resumable: bool, observer: JobObserver
     ) -> JobResult:
-        outcome = await self._resume(prompt, pid, observer) if resumable else None
+        outcome = await self._resume(job.workflow, pid, observer) if resumable else None
         if outcome is None:
-            outcome = await self._submit_and_wait(prompt, pid, observer)
+            outcome = await self._submit_and_wait(await job.prompt(), pid, observer)
         observer.completed(pid, outcome.entry, reused=outcome.reused)
         raise_for_outcome(outcome.entry)
         files, texts = await parse_outputs_async(outcome.entry.outputs, self.dirs)
@@ -161,7 +190,7 @@ class Executor:
                 "and running the prompt again",
             )
             await self.client.free_memory()
-            outcome = await self._submit_and_wait(prompt, pid, observer)
+            outcome = await self._submit_and_wait(await job.prompt(), pid, observer)
             observer.completed(pid, outcome.entry, reused=False)
             raise_for_outcome(outcome.entry)
             files, texts = await parse_outputs_async(outcome.entry.outputs, self.dirs)

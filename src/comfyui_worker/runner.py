@@ -27,7 +27,7 @@ from .exceptions import (
 from .execution import Executor, JobObserver, JobResult
 from .job import InputSource, Job, TemplateBinder
 from .media.delivery import Delivery, OutputRequest, remove_files
-from .media.inputs import InputUploader, UploadedInput
+from .media.inputs import InputUploader, UploadedInput, check_references
 from .media.store import ObjectStores
 from .settings import Settings
 from .workflow import validate_workflow
@@ -92,14 +92,26 @@ async def run_job(
     else:
         assert job.workflow is not None  # the envelope guarantees one of the two
         workflow = job.workflow
-    # Refuse a broken graph before fetching or uploading anything for it.
+    # Refuse a broken graph or a misnamed input before waiting for a slot.
     validate_workflow(workflow, max_bytes=media.settings.max_workflow_bytes)
+    check_references(workflow, inputs)
     uploaded: list[UploadedInput] = []
-    if inputs:
-        workflow, uploaded = await media.inputs.upload(workflow, inputs, prompt_id=pid)
-        observer.note(pid, f"uploaded {len(uploaded)} input(s)")
+
+    async def upload_inputs(graph: dict[str, Any]) -> dict[str, Any]:
+        # Only when the prompt is submitted: a retry that attaches to or reuses its earlier
+        # prompt needs no input, and must not fail because a (presigned) URL has expired.
+        rewritten, done = await media.inputs.upload(graph, inputs, prompt_id=pid)
+        uploaded.extend(done)
+        observer.note(pid, f"uploaded {len(done)} input(s)")
+        return rewritten
+
     try:
-        result = await executor.run(workflow, prompt_id=pid, observer=observer)
+        result = await executor.run(
+            workflow,
+            prompt_id=pid,
+            observer=observer,
+            prepare=upload_inputs if inputs else None,
+        )
     except PROMPT_ENDED:
         await _cleanup_inputs(media.settings, uploaded)
         raise

@@ -312,3 +312,55 @@ async def test_a_template_job_with_an_image_parameter(
     assert (comfyui_mock.input_dir / uploaded["uploaded"]).read_bytes() == PNG
     prompt = await _history_prompt(comfyui_mock, result["prompt_id"])
     assert prompt["1"]["inputs"]["image"] == uploaded["uploaded"]
+
+
+async def test_a_retry_that_reuses_its_prompt_fetches_no_input(
+    make_stack: Any, file_server: FileServer, comfyui_mock: MockHandle
+) -> None:
+    """A retry after the prompt finished must not need the inputs again: a presigned input URL
+    has often expired by then, and its 404 would fail a job whose work is already done."""
+    file_server.files["p.png"] = PNG
+    stack = make_stack()
+    job = {"workflow": workflow(), "inputs": {"photo.png": {"url": file_server.file_url("p.png")}}}
+    pid = str(uuid.uuid4())
+    first = await stack.run(job, prompt_id=pid)
+    assert first["reused"] is False and file_server.requests == ["/files/p.png"]
+
+    del file_server.files["p.png"]  # the URL has expired
+    again = await stack.run(job, prompt_id=pid)
+    assert again["reused"] is True and again["outputs"] == first["outputs"]
+    assert "inputs" not in again  # nothing was uploaded by this attempt
+    assert file_server.requests == ["/files/p.png"]
+    assert comfyui_mock.executions(pid) == 1
+
+
+async def test_a_retry_that_attaches_to_its_running_prompt_fetches_no_input(
+    make_stack: Any, file_server: FileServer, comfyui_mock: MockHandle
+) -> None:
+    file_server.files["p.png"] = PNG
+    stack = make_stack()
+    comfyui_mock.set_job_delay(1.0)
+    job = {"workflow": workflow(), "inputs": {"photo.png": {"url": file_server.file_url("p.png")}}}
+    pid = str(uuid.uuid4())
+    # The first attempt is cancelled mid-run (its worker went away); the prompt keeps running.
+    first = asyncio.create_task(stack.run(job, prompt_id=pid))
+    async with asyncio.timeout(10):
+        while "running" not in await _queue_position(comfyui_mock, pid):
+            await asyncio.sleep(0.02)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+    del file_server.files["p.png"]
+    again = await stack.run(job, prompt_id=pid)
+    assert again["reused"] is True and len(again["outputs"]) == 1
+    assert file_server.requests == ["/files/p.png"]
+    assert comfyui_mock.executions(pid) == 1
+
+
+async def _queue_position(mock: MockHandle, prompt_id: str) -> str:
+    async with httpx.AsyncClient(base_url=mock.url) as http:
+        queue = (await http.get("/queue")).json()
+    running = [item[1] for item in queue["queue_running"]]
+    pending = [item[1] for item in queue["queue_pending"]]
+    return "running" if prompt_id in running else "pending" if prompt_id in pending else ""

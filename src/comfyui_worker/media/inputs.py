@@ -72,6 +72,18 @@ def rewrite(workflow: dict[str, Any], renames: Mapping[str, str]) -> dict[str, A
     return out
 
 
+def check_references(workflow: Mapping[str, Any], inputs: Mapping[str, object]) -> None:
+    """Refuse an input no node refers to: the caller misnamed it, and it would be ignored."""
+    for name in inputs:
+        if not references(workflow, name):
+            raise InvalidInputError(
+                f"no node of the workflow has an input equal to {name!r}; name the input "
+                "exactly as the loader node's value (e.g. LoadImage's image)",
+                input_name=name,
+                rule="unreferenced",
+            )
+
+
 class InputUploader:
     """Fetches inputs and uploads them to one ComfyUI server."""
 
@@ -95,14 +107,7 @@ class InputUploader:
 
         Raises InvalidInputError (never retried) or InputFetchError (retryable).
         """
-        for name in inputs:
-            if not references(workflow, name):
-                raise InvalidInputError(
-                    f"no node of the workflow has an input equal to {name!r}; name the input "
-                    "exactly as the loader node's value (e.g. LoadImage's image)",
-                    input_name=name,
-                    rule="unreferenced",
-                )
+        check_references(workflow, inputs)
         uploaded: list[UploadedInput] = []
         # One at a time: a job has few inputs, and it bounds disk and connections per job.
         with tempfile.TemporaryDirectory(prefix="comfyui-inputs-") as tmp:
