@@ -67,6 +67,8 @@ class Task:
     kind: Kind
     run_id: TaskRunId
     attempt: int = 0
+    # The status first reported for each attempt.
+    statuses: dict[int, str] = field(default_factory=dict)
     outcome: str | None = None
     ended_at_attempt: int | None = None
     started: float = field(default_factory=time.monotonic)
@@ -97,6 +99,7 @@ class Ledger:
         self.tasks: dict[tuple[str, str], Task] = {}
         self.anomalies: list[str] = []
         self.late_reports = 0
+        self.duplicate_reports = 0
         self.cut_by_grace = 0
         self._seen_reports = 0
         self._seen_redeliveries = 0
@@ -129,6 +132,19 @@ class Ledger:
         task = self.tasks[task_run_key(report.task_run_id)]
         if self.fake.timed_out(report.task_run_id, report.attempt_number):
             self.late_reports += 1
+            return
+        seen = task.statuses.get(report.attempt_number)
+        task.statuses.setdefault(report.attempt_number, report.status)
+        if seen is not None:  # this attempt was reported before
+            if seen == report.status:
+                # Sent again after LittleHorse lost the answer to the first one (a restart
+                # mid-call); the real server ignores a report for a finished attempt.
+                self.duplicate_reports += 1
+            else:
+                self.anomalies.append(
+                    f"task {task.index}: attempt {report.attempt_number} reported {seen} "
+                    f"and then {report.status}"
+                )
             return
         if task.outcome is not None or report.attempt_number != task.attempt:
             self.anomalies.append(
@@ -290,6 +306,7 @@ def table(tasks: list[Task], cluster: Cluster, ledger: Ledger, wall: float) -> s
         f"| attempts redelivered after SIGKILL | {len(cluster.redeliveries)} |",
         f"| attempts reported retryable at SIGTERM past the grace | {ledger.cut_by_grace} |",
         f"| late reports of timed-out attempts | {ledger.late_reports} |",
+        f"| reports sent twice (answer lost in a restart) | {ledger.duplicate_reports} |",
         "| outcome | tasks |",
         "| --- | --- |",
         *(f"| {outcome} | {n} |" for outcome, n in sorted(outcomes.items(), key=str)),
