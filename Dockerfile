@@ -19,5 +19,9 @@ WORKDIR /app
 COPY --from=build --chown=worker:worker /app /app
 ENV PATH="/app/.venv/bin:$PATH" PYTHONUNBUFFERED=1
 USER 10001:10001
+# serve's liveness: its event loop answers /healthz on COMFYUI_WORKER_HEALTH_PORT (with the
+# health server off, the probe says so and passes). Kubernetes uses its own probes instead.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
+    CMD ["python", "-m", "comfyui_worker.observability.probe", "/healthz"]
 ENTRYPOINT ["comfyui-worker"]
 CMD ["serve"]

@@ -106,3 +106,17 @@ def test_worker_environment_is_what_settings_reads(
     assert str(settings.output_dir) == env["COMFYUI_OUTPUT_DIR"]
     assert str(settings.temp_dir) == env["COMFYUI_TEMP_DIR"]
     assert str(settings.input_dir) == env["COMFYUI_INPUT_DIR"]
+
+
+def test_worker_healthcheck_port_and_stop_grace_fit_its_settings(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = compose["services"]["worker"]
+    for key, value in worker["environment"].items():
+        monkeypatch.setenv(key, value)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert worker["healthcheck"]["test"][-2:] == ["comfyui_worker.observability.probe", "/readyz"]
+    assert f"{settings.worker_health_port}:{settings.worker_health_port}" in worker["ports"]
+    # Docker's default stop timeout (10 s) would kill a draining worker mid-grace.
+    grace = int(worker["stop_grace_period"].removesuffix("s"))
+    assert grace > settings.shutdown_grace + 5

@@ -40,6 +40,7 @@ def serve_env(fake: FakeLittleHorse, mock: MockHandle, **extra: str) -> dict[str
 @dataclass
 class Served:
     proc: asyncio.subprocess.Process
+    env: dict[str, str]
     http: httpx.AsyncClient
     log_path: Path
 
@@ -75,7 +76,7 @@ async def served(
             env=env, cwd=workdir, stdout=log, stderr=log,
         )  # fmt: skip
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-        server = Served(proc, http, log_path)
+        server = Served(proc, env, http, log_path)
         try:
             await server.wait_for("/readyz", 200, within=30)
             assert fake.pollers(TASK_NAME) >= 1

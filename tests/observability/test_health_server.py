@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import socket
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from comfyui_mock.handle import MockHandle
@@ -23,6 +25,7 @@ from observability.serve_health import free_port, serve_env, served
 from observability.workflows import blur_workflow, slow_blur
 
 SECRET = "oauth-secret-9f8e7d6c5b4a"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -258,3 +261,48 @@ async def test_port_zero_turns_the_health_server_off(
         proc.terminate()
         out, _ = await proc.communicate()
     assert b"health server" not in out
+
+
+def healthcheck_commands() -> dict[str, list[str]]:
+    """The Dockerfile's HEALTHCHECK and compose's worker healthcheck, as argv lists."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    (line,) = re.findall(r"^\s+CMD (\[.*\])$", dockerfile.split("HEALTHCHECK", 1)[1], re.M)[:1]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    test = compose["services"]["worker"]["healthcheck"]["test"]
+    assert test[0] == "CMD"
+    return {"Dockerfile": json.loads(line), "compose": test[1:]}
+
+
+async def run_probe(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    assert argv[0] == "python"  # the image's interpreter; here the test's
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *argv[1:], env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        out, _ = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_the_container_healthchecks_pass_on_a_live_worker_and_fail_without_one(
+    fake: FakeLittleHorse, comfyui_mock: MockHandle, tmp_path: Path
+) -> None:
+    commands = healthcheck_commands()
+    assert commands["Dockerfile"][-1] == "/healthz" and commands["compose"][-1] == "/readyz"
+    async with served(fake, comfyui_mock, tmp_path) as serve:
+        for where, argv in commands.items():
+            code, out = await run_probe(argv, serve.env)
+            assert code == 0, (where, out)
+            assert f"{serve.env['COMFYUI_WORKER_HEALTH_PORT']}/" in out and ": 200 " in out
+        restart = asyncio.create_task(asyncio.to_thread(comfyui_mock.restart, 3.0))
+        await serve.wait_for("/readyz", 503)
+        code, out = await run_probe(commands["compose"], serve.env)
+        assert code == 1 and ": 503 " in out and "comfyui" in out
+        await restart
+        env = serve.env
+    code, out = await run_probe(commands["Dockerfile"], env)  # nothing listens any more
+    assert code == 1 and "Connection refused" in out
+    off = {**env, "COMFYUI_WORKER_HEALTH_PORT": "0"}
+    code, out = await run_probe(commands["Dockerfile"], off)
+    assert code == 0 and "health server is off" in out

@@ -151,3 +151,11 @@ async def test_failures_retries_and_websocket_drops_are_counted(
     comfyui_mock.drop_websockets(after_event="executing")
     assert (await run_task(fake)).status == "TASK_SUCCESS"  # type: ignore[attr-defined]
     assert sample("comfyui_worker_websocket_reconnects_total") >= reconnects_before + 1
+
+    comfyui_mock.reset_controls()
+    fallbacks_before = sample("comfyui_worker_websocket_fallbacks_total")
+    comfyui_mock.fail_http(count=1, path="/ws", status=503)  # the handshake is refused
+    report = await run_task(fake)
+    assert report.status == "TASK_SUCCESS"  # type: ignore[attr-defined]
+    assert "falling back to polling" in report.log_output  # type: ignore[attr-defined]
+    assert sample("comfyui_worker_websocket_fallbacks_total") == fallbacks_before + 1
