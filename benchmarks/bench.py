@@ -8,8 +8,10 @@ Prints one Markdown table: the minimal client (the floor), the Executor in webso
 mode and one task through a real `comfyui-worker serve` under a fake LittleHorse server, all
 in the same rounds; burst throughput through LittleHorse against prompts posted straight to
 ComfyUI; how long after ComfyUI's execution_success each has the result; the idle gap
-between jobs in ComfyUI; and serve's idle memory and CPU. Jobs are tiny and model-free
-(EmptyImage -> PreviewImage), so what is measured is the overhead around ComfyUI.
+between jobs in ComfyUI; serve's idle memory and CPU; and a 200 MB output delivered to S3
+(moto on loopback) in store mode against obstore's own upload. Jobs are tiny and model-free
+(EmptyImage -> PreviewImage), so what is measured is the overhead around ComfyUI. About a
+minute with the defaults; --time-limit bounds it.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--big-rounds", type=int, default=2, help="deliveries of it each way (default 2)"
     )
     parser.add_argument(
-        "--time-limit", type=float, default=600, help="give up after this many seconds"
+        "--time-limit", type=float, default=300, help="give up after this many seconds (300)"
     )
     args = parser.parse_args(argv)
     given = [args.comfyui_url, args.output_dir, args.temp_dir]
