@@ -14,6 +14,7 @@ import pytest
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.constants import TASK_NAME
 from comfyui_worker.execution import Executor
+from comfyui_worker.lh import connection
 from comfyui_worker.lh.supervisor import Supervisor
 from comfyui_worker.lh.task import make_task_function
 from comfyui_worker.lh.worker import register
@@ -142,3 +143,22 @@ async def test_claims_nothing_while_the_gate_is_closed(
         report = decode_report(await fake.await_report(run_id, timeout=10))
         assert report.status == "TASK_SUCCESS"
         assert supervisor.lh_reconnects == 0  # a gate is not a reconnection
+
+
+async def test_a_report_given_up_is_logged_with_its_task_run_id(
+    fake: FakeLittleHorse,
+    comfyui_mock: MockHandle,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(connection, "REPORT_ATTEMPTS", 2)  # instead of about a minute of tries
+    async with supervised(fake, comfyui_mock) as supervisor:
+        comfyui_mock.set_job_delay(0.5)
+        run_id = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW})
+        await wait_for(lambda: fake.handed_out == 1, 10, "claim")
+        fake.stop()  # and it stays away
+        await supervisor.in_flight.wait_empty(15)
+        assert len(supervisor.in_flight) == 0
+    name = f"{run_id.wf_run_id.id}/{run_id.task_guid} attempt 0"
+    assert f"{name}: report TASK_SUCCESS dropped after 2 tries" in caplog.text
+    assert fake.reports == []
