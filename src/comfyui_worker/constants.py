@@ -14,6 +14,9 @@ JOB_TASK_NAME = "run-comfyui-job"
 TEMPLATE_TASK_NAME = "run-comfyui-template"
 """The named-template TaskDef: `(template, params) -> result`."""
 
+TASK_NAMES = (TASK_NAME, JOB_TASK_NAME, TEMPLATE_TASK_NAME)
+"""Every task this worker can serve; COMFYUI_TASKS picks among them (default: all)."""
+
 DEFAULT_BASE_URL = "http://127.0.0.1:8188"
 
 DEFAULT_MAX_RESULT_BYTES = 800_000

@@ -24,6 +24,7 @@ from .constants import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_RESULT_BYTES,
     DEFAULT_RETRYABLE_EXECUTION_ERRORS,
+    TASK_NAMES,
     CleanupMode,
     CompletionMode,
     LogFormat,
@@ -112,6 +113,12 @@ class Settings(BaseSettings):
         default=DEFAULT_RETRYABLE_EXECUTION_ERRORS,
         description="Substrings of an execution error's type or message that make it retryable",
     )
+    tasks: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=TASK_NAMES,
+        min_length=1,
+        description="The TaskDefs `serve` and `register` handle: each one served keeps a poll "
+        "outstanding, so serve only those the WfSpecs use",
+    )
 
     @field_validator("warmup_workflow", mode="before")
     @classmethod
@@ -129,9 +136,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"COMFYUI_WARMUP_WORKFLOW: {exc}") from None
         return value
 
-    @field_validator("retryable_execution_errors", mode="before")
+    @field_validator("retryable_execution_errors", "tasks", mode="before")
     @classmethod
-    def _split_patterns(cls, value: object) -> object:
+    def _split_list(cls, value: object, info: ValidationInfo) -> object:
         # Comma-separated in the environment; a JSON array is accepted too.
         if not isinstance(value, str):
             return value
@@ -140,9 +147,19 @@ class Settings(BaseSettings):
                 return json.loads(value)
             except json.JSONDecodeError as exc:
                 raise ValueError(
-                    f"COMFYUI_RETRYABLE_EXECUTION_ERRORS is not a valid JSON array: {exc}"
+                    f"COMFYUI_{str(info.field_name).upper()} is not a valid JSON array: {exc}"
                 ) from exc
         return tuple(part.strip() for part in value.split(",") if part.strip())
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if unknown := [name for name in value if name not in TASK_NAMES]:
+            raise ValueError(
+                f"COMFYUI_TASKS names unknown task(s) {', '.join(map(repr, unknown))}; "
+                f"choose among {', '.join(TASK_NAMES)}"
+            )
+        return tuple(dict.fromkeys(value))
 
     worker_health_port: int = Field(
         default=8000,

@@ -110,3 +110,30 @@ def test_check_dirs_names_the_variable(tmp_path: Path) -> None:
     s = Settings(_env_file=None, output_dir=tmp_path / "file")  # type: ignore[call-arg]
     with pytest.raises(ConfigurationError, match=r"COMFYUI_OUTPUT_DIR=.*file is not a directory"):
         s.check_dirs("output_dir")
+
+
+def test_tasks_default_to_all_and_are_chosen_by_a_comma_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings(_env_file=None).tasks == (
+        "execute-comfyui-workflow",
+        "run-comfyui-job",
+        "run-comfyui-template",
+    )
+    monkeypatch.setenv("COMFYUI_TASKS", "run-comfyui-job, execute-comfyui-workflow")
+    assert Settings(_env_file=None).tasks == ("run-comfyui-job", "execute-comfyui-workflow")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("run-comfyui-jobs", "COMFYUI_TASKS names unknown task.*'run-comfyui-jobs'.*choose among"),
+        ("", "at least 1 item"),
+    ],
+)
+def test_bad_tasks_are_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, value: str, message: str
+) -> None:
+    monkeypatch.setenv("COMFYUI_TASKS", value)
+    with pytest.raises(ValidationError, match=message):
+        Settings(_env_file=None)

@@ -82,6 +82,22 @@ def backoff(failures: int) -> float:
     return delay * random.uniform(0.7, 1.0)
 
 
+class ClaimSlots:
+    """How many tasks may run at once per LittleHorse host: LHW_NUM_WORKER_THREADS.
+
+    The SDK gives every TaskDef's worker its own slots, so a process serving three TaskDefs
+    would claim three times what its GPU can take, while other sidecars idle. One
+    `ClaimSlots` shared by all of a process's workers keeps the bound per process.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._by_host: dict[str, asyncio.Semaphore] = {}
+
+    def for_host(self, host: str) -> asyncio.Semaphore:
+        return self._by_host.setdefault(host, asyncio.Semaphore(self.size))
+
+
 class SupervisedWorker(LHTaskWorker):  # type: ignore[misc]
     """An `LHTaskWorker` that survives LittleHorse restarts and claims only when it may."""
 
@@ -93,13 +109,14 @@ class SupervisedWorker(LHTaskWorker):  # type: ignore[misc]
         *,
         in_flight: InFlight,
         may_claim: Callable[[], bool] = lambda: True,
+        slots: ClaimSlots | None = None,
     ) -> None:
         super().__init__(callable, task_def_name, config)
         self.in_flight = in_flight
         self.lh_reconnects = 0
         self._may_claim = may_claim
         self._connections: dict[str, SupervisedConnection] = {}
-        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._slots = slots or ClaimSlots(config.num_worker_threads)
         self._wake = asyncio.Event()
         self._heartbeat_channel: grpc.aio.Channel | None = None
         self._flaps = 0
@@ -233,13 +250,12 @@ class SupervisedWorker(LHTaskWorker):  # type: ignore[misc]
                 self._open(host)
 
     def _open(self, host: str) -> None:
-        slots = self._slots.setdefault(host, asyncio.Semaphore(self._config.num_worker_threads))
         connection = SupervisedConnection(
             host,
             self._config,
             self._task,
             in_flight=self.in_flight,
-            slots=slots,
+            slots=self._slots.for_host(host),
             newest_stub=lambda: self._newest_stub(host, connection),
             on_end=self._connection_ended,
         )

@@ -16,7 +16,7 @@ from typing import Any
 from littlehorse.config import LHConfig
 
 from .connection import Claim, InFlight, Phase
-from .supervised_worker import SupervisedWorker
+from .supervised_worker import ClaimSlots, SupervisedWorker
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,15 @@ class Supervisor:
         self.in_flight = InFlight()
         self.draining = False
         self._ready = ready
+        slots = ClaimSlots(config.num_worker_threads)  # one bound for every TaskDef
         self.workers = [
             SupervisedWorker(
-                task, name, config, in_flight=self.in_flight, may_claim=self._may_claim
+                task,
+                name,
+                config,
+                in_flight=self.in_flight,
+                may_claim=self._may_claim,
+                slots=slots,
             )
             for name, task in tasks.items()
         ]

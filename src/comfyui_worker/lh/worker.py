@@ -55,9 +55,10 @@ def lh_config(settings: Settings) -> LHConfig:
     passed to it here; load() layers the environment over what it is given, so a real
     variable still wins over `.env`, and both over our default.
 
-    The SDK's LHW_NUM_WORKER_THREADS (default 8) is how many tasks this process claims from
-    LittleHorse per server connection (plus one extra poll). Claimed tasks beyond
-    COMFYUI_MAX_IN_FLIGHT would only wait here while other GPUs idle, so it defaults to it.
+    The SDK's LHW_NUM_WORKER_THREADS (default 8) is how many claimed tasks may run at once
+    per LittleHorse host, here for all served TaskDefs together (`ClaimSlots`), plus one
+    poll outstanding per TaskDef. Claimed tasks beyond COMFYUI_MAX_IN_FLIGHT would only wait
+    here while other GPUs idle, so it defaults to it.
     """
     config = LHConfig()
     config.load({NUM_WORKER_THREADS: str(settings.max_in_flight), **lh_settings_from_env_file()})
@@ -67,13 +68,14 @@ def lh_config(settings: Settings) -> LHConfig:
 def task_functions(
     executor: Executor, media: Media, templates: TemplateStore | None = None
 ) -> dict[str, TaskFunction]:
-    """Every task this worker serves, by TaskDef name."""
+    """The tasks this worker serves (COMFYUI_TASKS), by TaskDef name."""
     templates = templates or template_store(executor)
-    return {
+    every = {
         TASK_NAME: make_task_function(executor, media),
         JOB_TASK_NAME: make_job_task_function(executor, media, templates),
         TEMPLATE_TASK_NAME: make_template_task_function(executor, media, templates),
     }
+    return {name: every[name] for name in executor.settings.tasks}
 
 
 def template_store(executor: Executor) -> TemplateStore:
