@@ -164,6 +164,15 @@ class SupervisedConnection(LHConnection):  # type: ignore[misc]
     def lifetime(self) -> float:
         return time.monotonic() - self.started_at
 
+    async def start(self) -> None:
+        # The SDK's start() sets `running` again: a connection stopped before its task took a
+        # first step (the gate closed in the turn that opened it) would poll, unsupervised.
+        if self._stopped:
+            self.ended = True
+            self.release_channel_if_idle()
+            return
+        await super().start()
+
     def stop(self) -> None:
         """Stop asking for work; tasks already claimed keep running and reporting."""
         if self._stopped:
