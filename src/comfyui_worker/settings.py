@@ -127,11 +127,12 @@ class Settings(BaseSettings):
 
     @field_validator("warmup_workflow")
     @classmethod
-    def _check_warmup(cls, value: Path | None) -> Path | None:
-        # Read once here so a missing or UI-format file stops the start, naming the variable.
+    def _check_warmup(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # Read once here so a missing, UI-format or too large file stops the start, naming the
+        # variable (serve loads it again with the same limit).
         if value is not None:
             try:
-                load_workflow_file(value)
+                load_workflow_file(value, max_bytes=info.data.get("max_workflow_bytes"))
             except InvalidWorkflowError as exc:
                 raise ValueError(f"COMFYUI_WARMUP_WORKFLOW: {exc}") from None
         return value

@@ -121,7 +121,13 @@ async def test_a_warmup_that_cannot_succeed_is_logged_and_claims_start(
 
 @pytest.mark.parametrize(
     ("content", "problem"),
-    [(None, "No such file"), ({"nodes": [], "links": []}, "UI format"), ("{", "not valid JSON")],
+    [
+        (None, "No such file"),
+        ({"nodes": [], "links": []}, "UI format"),
+        ("{", "not valid JSON"),
+        # Over COMFYUI_MAX_WORKFLOW_BYTES (set below): serve would fail to load it later.
+        ({**WARMUP, "3": {"class_type": "Note", "inputs": {"text": "x" * 2000}}}, "bytes"),
+    ],
 )
 def test_a_bad_warmup_file_is_a_configuration_error_naming_the_variable(
     tmp_path: Path,
@@ -136,6 +142,8 @@ def test_a_bad_warmup_file_is_a_configuration_error_naming_the_variable(
     elif content is not None:
         path.write_text(json.dumps(content))
     monkeypatch.setenv("COMFYUI_WARMUP_WORKFLOW", str(path))
+    monkeypatch.setenv("COMFYUI_MAX_WORKFLOW_BYTES", "1000")
     assert main(["serve"]) == 1
     err = capsys.readouterr().err
     assert "invalid configuration: COMFYUI_WARMUP_WORKFLOW:" in err and problem in err
+
