@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from . import cli_templates
 from .constants import JobOutcome, LogFormat
-from .exceptions import ComfyUIWorkerError, ConfigurationError, InvalidJobError
+from .exceptions import ComfyUIWorkerError, InvalidJobError
 from .execution import Executor
 from .job import Job, job_json_schema, parse_job
 from .observability.console import ConsoleObserver
@@ -187,9 +187,7 @@ def _serve(settings: Settings) -> int:
         settings.check_dirs(*settings.mounted_dirs)
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve(settings))
-    except ConfigurationError as exc:
-        return _fail(str(exc))
-    except TaskDefError as exc:
+    except (TaskDefError, ComfyUIWorkerError) as exc:  # configuration errors among them
         return _fail(str(exc))
     except grpc.RpcError as exc:  # LittleHorse unreachable or refusing us: let the supervisor retry
         return _fail(f"LittleHorse: {exc.code().name}: {exc.details()}")

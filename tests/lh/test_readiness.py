@@ -13,8 +13,11 @@ import pytest
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.cli import main
 from comfyui_worker.constants import TASK_NAME
+from comfyui_worker.exceptions import InvalidWorkflowError
+from comfyui_worker.lh.worker import serve
 from lh.fake_server import FakeLittleHorse, decode_report
 from lh.serve_process import WORKFLOW, serve_env, start_serve, stop_process, wait_polling
+from mock_settings import settings_for
 
 WARMUP = {
     "1": {
@@ -147,3 +150,15 @@ def test_a_bad_warmup_file_is_a_configuration_error_naming_the_variable(
     err = capsys.readouterr().err
     assert "invalid configuration: COMFYUI_WARMUP_WORKFLOW:" in err and problem in err
 
+
+async def test_serve_stops_with_the_error_when_the_readiness_watch_fails(
+    fake: FakeLittleHorse, comfyui_mock: MockHandle, tmp_path: Path
+) -> None:
+    """The watch that opens the gate failing (here: its warmup file gone since the settings
+    were read) must end serve with the error, not leave it running and claiming nothing."""
+    settings = settings_for(comfyui_mock, worker_health_port=0).model_copy(
+        update={"warmup_workflow": tmp_path / "gone.json"}
+    )
+    with pytest.raises(InvalidWorkflowError, match=r"gone\.json"):
+        async with asyncio.timeout(20):
+            await serve(settings, fake.config())

@@ -244,7 +244,11 @@ async def _run_until_signal(
     watcher = asyncio.create_task(readiness.run(), name="comfyui-readiness")
     stopping = asyncio.create_task(stop.wait(), name="stop-signal")
     try:
-        await asyncio.wait({runner, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({runner, watcher, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if watcher.done():
+            # It watches until cancelled; ended, nothing would open the gate again.
+            watcher.result()
+            raise RuntimeError("the ComfyUI readiness watch ended")
         if runner.done():
             runner.result()  # e.g. LittleHorse unreachable at start: raise it
             return
