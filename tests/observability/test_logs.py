@@ -7,6 +7,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -75,6 +76,21 @@ def test_text_format_stays_as_before_and_is_redacted_too(
     logging.getLogger("comfyui_worker.x").debug("not at INFO")
     (line,) = stream.getvalue().splitlines()
     assert line.endswith(" INFO comfyui_worker.x: key is ***")
+
+
+def test_credentials_from_the_env_file_are_redacted_too(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The SDK's LHC_* settings may come from `.env` (lh_settings_from_env_file): its secret
+    must not reach a log either."""
+    monkeypatch.delenv("LHC_OAUTH_CLIENT_SECRET", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(f"LHC_OAUTH_CLIENT_SECRET={SECRET}\nLHC_API_HOST=lh\n")
+    stream = io.StringIO()
+    configure_logging(LogFormat.JSON, stream=stream)
+    logging.getLogger("comfyui_worker.x").warning("token request with %s failed", SECRET)
+    (line,) = stream.getvalue().splitlines()
+    assert json.loads(line)["message"] == "token request with *** failed"
 
 
 def test_only_credential_settings_count_as_secrets() -> None:

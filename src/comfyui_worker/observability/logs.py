@@ -2,7 +2,7 @@
 
 The job's identifiers ride in a context variable that the task sets, so every record written
 while a job runs (ours, httpx's, the SDK's) carries them. Every formatted record passes the
-redactor: credential values from the environment never reach a log, at any level.
+redactor: credential values from the environment or `.env` never reach a log, at any level.
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ import os
 import sys
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TextIO
+
+from dotenv import dotenv_values
 
 from ..constants import LogFormat
 from ..settings import is_secret_name
@@ -40,10 +43,16 @@ def job_fields() -> Mapping[str, Any]:
     return _job.get()
 
 
-def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
-    """Values of credential settings in the environment, longest first."""
+def secret_values(
+    environ: Mapping[str, str] | None = None, env_file: Path = Path(".env")
+) -> list[str]:
+    """Values of credential settings in the environment and in `env_file` (the SDK's LHC_*
+    settings may come from there), longest first."""
     env = os.environ if environ is None else environ
-    found = {v for k, v in env.items() if is_secret_name(k) and len(v) >= MIN_SECRET_LENGTH}
+    pairs = [*env.items(), *dotenv_values(env_file).items()]
+    found = {
+        v for k, v in pairs if v is not None and is_secret_name(k) and len(v) >= MIN_SECRET_LENGTH
+    }
     return sorted(found, key=len, reverse=True)
 
 
