@@ -123,8 +123,9 @@ class SupervisedWorker(LHTaskWorker):  # type: ignore[misc]
 
     @property
     def polling(self) -> bool:
-        """A poll stream to LittleHorse is open and asking for work."""
-        return any(c.running for c in self._connections.values())
+        """A poll stream to LittleHorse is open and asking for work. Read by the health
+        server's thread: iterate a copy (taken atomically) of what the loop changes."""
+        return any(c.running for c in tuple(self._connections.values()))
 
     @property
     def claiming(self) -> bool:
