@@ -116,3 +116,29 @@ async def test_a_second_signal_exits_at_once(
     finally:
         output = await stop_process(proc)
     assert "second SIGINT: exiting now" in output
+
+
+async def test_a_task_waiting_for_a_slot_when_the_grace_ends_is_reported_too(
+    fake: FakeLittleHorse, comfyui_mock: MockHandle, tmp_path: Path
+) -> None:
+    """One slot: the second task claimed waits for it. Cancelling the first at the end of the
+    grace frees the slot; the second must not start a job then and go unreported at exit."""
+    comfyui_mock.set_job_delay(8)
+    env = serve_env(fake, comfyui_mock, COMFYUI_SHUTDOWN_GRACE="1", COMFYUI_MAX_IN_FLIGHT="1")
+    proc = await start_serve(env, tmp_path)
+    try:
+        await wait_polling(proc, fake, TASK_NAME)
+        first = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW}, task_guid="slot-1")
+        await claimed(fake)
+        second = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW}, task_guid="slot-2")
+        await claimed(fake, 2)  # the poll outstanding beside the one slot
+        proc.send_signal(signal.SIGTERM)
+        for run_id in (first, second):
+            report = decode_report(await fake.await_report(run_id, timeout=20))
+            assert report.status == "TASK_FAILED", report
+            assert "COMFYUI_SHUTDOWN_GRACE" in (report.error_message or "")
+        async with asyncio.timeout(15):
+            assert await proc.wait() == 0
+    finally:
+        output = await stop_process(proc)
+    assert "exiting before its report reached LittleHorse" not in output

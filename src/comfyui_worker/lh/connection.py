@@ -100,6 +100,7 @@ class InFlight:
 
     def add(self, claim: Claim) -> None:
         self._claims[self._key(claim.task.task_run_id, claim.task.attempt_number)] = claim
+        self._changed.set()
 
     def get(self, task_run_id: TaskRunId, attempt: int) -> Claim | None:
         return self._claims.get(self._key(task_run_id, attempt))
@@ -118,11 +119,15 @@ class InFlight:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._changed.wait()
+            await self.wait_changed(remaining)
         return True
+
+    async def wait_changed(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Wait up to `timeout` s for a claim to be added or removed."""
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
 
 
 class SupervisedConnection(LHConnection):  # type: ignore[misc]

@@ -117,16 +117,32 @@ class Supervisor:
                 f"worker shutting down: still running after the {grace:g} s "
                 "COMFYUI_SHUTDOWN_GRACE; reported as a retryable failure"
             )
-            cancelled = [c for c in self.in_flight.claims() if c.phase is Phase.RUNNING]
-            for claim in cancelled:
-                log.warning("%s: %s", claim.name, reason)
-                claim.execution.cancel(reason)
-            if not await self.in_flight.wait_empty(REPORT_FLUSH):
-                for claim in self.in_flight.claims():
-                    log.error(
-                        "%s: exiting before its report reached LittleHorse; LittleHorse "
-                        "retries the task after its timeout",
-                        claim.name,
-                    )
+            cancelled = await self._cancel_until_reported(reason)
         self.stop()
+        return cancelled
+
+    async def _cancel_until_reported(self, reason: str) -> list[Claim]:
+        """Cancel what runs, and what starts meanwhile (a task claimed beside the full slots
+        takes the slot a cancelled one frees), until every report is sent or REPORT_FLUSH
+        s passed. Returns the claims cancelled."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REPORT_FLUSH
+        cancelled: list[Claim] = []
+        while True:
+            for claim in self.in_flight.claims():
+                task = claim.execution
+                if claim.phase is Phase.RUNNING and not task.done() and not task.cancelling():
+                    log.warning("%s: %s", claim.name, reason)
+                    claim.execution.cancel(reason)
+                    cancelled.append(claim)
+            remaining = deadline - loop.time()
+            if not len(self.in_flight) or remaining <= 0:
+                break
+            await self.in_flight.wait_changed(remaining)
+        for claim in self.in_flight.claims():
+            log.error(
+                "%s: exiting before its report reached LittleHorse; LittleHorse retries the "
+                "task after its timeout",
+                claim.name,
+            )
         return cancelled
