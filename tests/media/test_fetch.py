@@ -86,6 +86,35 @@ def test_public_only_policy() -> None:
 
 
 @pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254 (cloud metadata)
+        "64:ff9b:1::a00:1",  # local-use NAT64
+        "2002:a00:1::1",  # 6to4 of 10.0.0.1
+        "2002:7f00:1::",  # 6to4 of 127.0.0.1
+        "::127.0.0.1",  # IPv4-compatible
+        "::ffff:0:a9fe:a9fe",  # IPv4-translated
+    ],
+)
+async def test_ipv6_forms_of_private_ipv4_addresses_are_refused(
+    address: str, tmp_path: Path
+) -> None:
+    # Python calls these global; each reaches the private IPv4 address inside it.
+    assert not public_only(ipaddress.ip_address(address))
+    f = UrlFetcher(max_bytes=1000, timeout=5)
+    with pytest.raises(InvalidInputError) as err:
+        await f.fetch("photo.png", f"http://[{address}]/x.png", tmp_path / "x")
+    await f.aclose()
+    assert err.value.rule == "private-address" and address in str(err.value)
+
+
+def test_ipv6_forms_of_public_ipv4_addresses_stay_allowed() -> None:
+    for public in ("64:ff9b::808:808", "2002:808:808::1", "::ffff:8.8.8.8"):
+        assert public_only(ipaddress.ip_address(public)), public
+
+
+@pytest.mark.parametrize(
     ("url", "rule", "says"),
     [
         ("ftp://example.com/x.png", "url-scheme", "scheme 'ftp' is not allowed"),
