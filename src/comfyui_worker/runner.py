@@ -27,7 +27,7 @@ from .exceptions import (
 from .execution import Executor, JobObserver, JobResult
 from .job import InputSource, Job, TemplateBinder
 from .media.delivery import Delivery, OutputRequest, remove_files
-from .media.inputs import InputUploader, UploadedInput, check_references
+from .media.inputs import InputUploader, UploadedInput, check_references, upload_name
 from .media.store import ObjectStores
 from .settings import Settings
 from .workflow import validate_workflow
@@ -113,9 +113,9 @@ async def run_job(
             prepare=upload_inputs if inputs else None,
         )
     except PROMPT_ENDED:
-        await _cleanup_inputs(media.settings, uploaded)
+        await _cleanup_inputs(media.settings, pid, inputs, uploaded)
         raise
-    await _cleanup_inputs(media.settings, uploaded)
+    await _cleanup_inputs(media.settings, pid, inputs, uploaded)
     out = await _deliver(media, result, request)
     if uploaded:
         out["inputs"] = {u.name: u.as_dict() for u in uploaded}
@@ -146,6 +146,11 @@ async def _deliver(media: Media, result: JobResult, request: OutputRequest) -> d
     return out
 
 
-async def _cleanup_inputs(settings: Settings, uploaded: list[UploadedInput]) -> None:
-    if settings.cleanup.inputs and uploaded:
-        await remove_files([Path(u.uploaded) for u in uploaded], inside=settings.input_dir)
+async def _cleanup_inputs(
+    settings: Settings, pid: str, inputs: dict[str, InputSource], uploaded: list[UploadedInput]
+) -> None:
+    # By name as well as by what this attempt uploaded: a retry that attached to or reused
+    # the prompt uploaded nothing, and the earlier attempt's files are its to remove.
+    names = [upload_name(pid, name) for name in inputs] + [u.uploaded for u in uploaded]
+    if settings.cleanup.inputs and names:
+        await remove_files([Path(n) for n in dict.fromkeys(names)], inside=settings.input_dir)

@@ -358,6 +358,28 @@ async def test_a_retry_that_attaches_to_its_running_prompt_fetches_no_input(
     assert comfyui_mock.executions(pid) == 1
 
 
+async def test_a_retry_that_attaches_removes_the_inputs_the_earlier_attempt_uploaded(
+    make_stack: Any, comfyui_mock: MockHandle
+) -> None:
+    stack = make_stack(cleanup="inputs")
+    comfyui_mock.set_job_delay(1.0)
+    job = {"workflow": workflow(), "inputs": {"photo.png": b64(PNG)}}
+    pid = str(uuid.uuid4())
+    first = asyncio.create_task(stack.run(job, prompt_id=pid))
+    async with asyncio.timeout(10):
+        while "running" not in await _queue_position(comfyui_mock, pid):
+            await asyncio.sleep(0.02)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    uploaded = comfyui_mock.input_dir / f"{pid}-photo.png"
+    assert uploaded.read_bytes() == PNG  # kept while the prompt may still run
+
+    again = await stack.run(job, prompt_id=pid)
+    assert again["reused"] is True and comfyui_mock.executions(pid) == 1
+    assert not uploaded.exists()
+
+
 async def _queue_position(mock: MockHandle, prompt_id: str) -> str:
     async with httpx.AsyncClient(base_url=mock.url) as http:
         queue = (await http.get("/queue")).json()
