@@ -122,6 +122,27 @@ async def test_two_jobs_with_the_same_input_name_see_their_own_bytes(
         assert entry["1"]["inputs"]["image"] == name
 
 
+async def test_inputs_whose_names_reduce_alike_keep_their_own_bytes(
+    make_stack: Any, comfyui_mock: MockHandle
+) -> None:
+    names = ("a/photo.png", "b/photo.png", "photo 1.png", "photo_1.png")
+    wf = {
+        str(i): {"class_type": "LoadImage", "inputs": {"image": name}}
+        for i, name in enumerate(names, start=1)
+    }
+    wf["9"] = {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "j"}}
+    data = {name: PNG + name.encode() for name in names}
+    result = await make_stack().run(
+        {"workflow": wf, "inputs": {name: b64(data[name]) for name in names}}
+    )
+    uploaded = {name: result["inputs"][name]["uploaded"] for name in names}
+    assert len(set(uploaded.values())) == len(names)
+    for name in names:
+        assert (comfyui_mock.input_dir / uploaded[name]).read_bytes() == data[name], name
+    prompt = await _history_prompt(comfyui_mock, result["prompt_id"])
+    assert {prompt[str(i)]["inputs"]["image"] for i in range(1, 5)} == set(uploaded.values())
+
+
 async def _history_prompt(mock: MockHandle, prompt_id: str) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=mock.url) as http:
         history = (await http.get(f"/history/{prompt_id}")).json()

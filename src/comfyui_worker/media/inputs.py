@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import hashlib
 import re
 import tempfile
 from collections.abc import Mapping
@@ -44,9 +45,16 @@ class UploadedInput:
 
 
 def upload_name(prompt_id: str, name: str) -> str:
-    """`<prompt_id>-<name>`, reduced to characters every filesystem and node accepts."""
+    """`<prompt_id>-<name>`, reduced to characters every filesystem and node accepts.
+
+    A name that had to be reduced also carries a hash of itself: `a/photo.png` and
+    `b/photo.png` (or `photo 1.png` and `photo_1.png`) must not land on one file, where the
+    second upload would replace the first's bytes under both names.
+    """
     base = re.split(r"[\\/]", name)[-1]
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", base).lstrip(".") or "input"
+    if safe != name:
+        safe = f"{hashlib.sha256(name.encode()).hexdigest()[:12]}-{safe}"
     return f"{prompt_id}-{safe}"
 
 
