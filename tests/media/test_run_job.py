@@ -363,14 +363,7 @@ async def test_a_retry_that_attaches_to_its_running_prompt_fetches_no_input(
     comfyui_mock.set_job_delay(1.0)
     job = {"workflow": workflow(), "inputs": {"photo.png": {"url": file_server.file_url("p.png")}}}
     pid = str(uuid.uuid4())
-    # The first attempt is cancelled mid-run (its worker went away); the prompt keeps running.
-    first = asyncio.create_task(stack.run(job, prompt_id=pid))
-    async with asyncio.timeout(10):
-        while "running" not in await _queue_position(comfyui_mock, pid):
-            await asyncio.sleep(0.02)
-    first.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await first
+    await _cancel_while_running(stack, job, pid, comfyui_mock)
 
     del file_server.files["p.png"]
     again = await stack.run(job, prompt_id=pid)
@@ -386,19 +379,26 @@ async def test_a_retry_that_attaches_removes_the_inputs_the_earlier_attempt_uplo
     comfyui_mock.set_job_delay(1.0)
     job = {"workflow": workflow(), "inputs": {"photo.png": b64(PNG)}}
     pid = str(uuid.uuid4())
-    first = asyncio.create_task(stack.run(job, prompt_id=pid))
-    async with asyncio.timeout(10):
-        while "running" not in await _queue_position(comfyui_mock, pid):
-            await asyncio.sleep(0.02)
-    first.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await first
+    await _cancel_while_running(stack, job, pid, comfyui_mock)
     uploaded = comfyui_mock.input_dir / f"{pid}-photo.png"
     assert uploaded.read_bytes() == PNG  # kept while the prompt may still run
 
     again = await stack.run(job, prompt_id=pid)
     assert again["reused"] is True and comfyui_mock.executions(pid) == 1
     assert not uploaded.exists()
+
+
+async def _cancel_while_running(
+    stack: Stack, job: dict[str, Any], pid: str, mock: MockHandle
+) -> None:
+    """A first attempt cancelled mid-run (its worker went away); the prompt keeps running."""
+    first = asyncio.create_task(stack.run(job, prompt_id=pid))
+    async with asyncio.timeout(10):
+        while "running" not in await _queue_position(mock, pid):
+            await asyncio.sleep(0.02)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
 
 
 async def _queue_position(mock: MockHandle, prompt_id: str) -> str:
