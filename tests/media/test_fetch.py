@@ -184,3 +184,26 @@ async def test_a_name_with_several_addresses_tries_each(
     )
     await f.aclose()
     assert size == len(PNG) and file_server.requests == ["/files/a.png"]
+
+
+async def test_errors_never_show_a_password_or_a_presigned_signature(
+    file_server: FileServer, tmp_path: Path
+) -> None:
+    file_server.files["big.png"] = b"x" * 100_001
+    secret = "?X-Amz-Signature=s3cr3tsig&X-Amz-Security-Token=t0ken"
+    f = fetcher()
+    errors = []
+    for url in (
+        file_server.file_url("nope.png") + secret,  # 404
+        file_server.file_url("big.png") + secret,  # over the cap
+        "http://alice:pa55word@127.0.0.1:9/x.png" + secret,  # unreachable
+    ):
+        with pytest.raises((InvalidInputError, InputFetchError)) as err:
+            await f.fetch("x.png", url, tmp_path / "x")
+        errors.append(str(err.value))
+    await f.aclose()
+    for message in errors:
+        assert not any(s in message for s in ("s3cr3tsig", "t0ken", "pa55word")), message
+    assert "/files/nope.png?... answered HTTP 404" in errors[0]
+    assert "/files/big.png?... is larger than" in errors[1]
+    assert "cannot download http://127.0.0.1:9/x.png?..." in errors[2]

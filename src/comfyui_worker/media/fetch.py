@@ -91,7 +91,7 @@ class UrlFetcher:
                 return await self._fetch(name, url, dest)
         except TimeoutError as exc:
             raise InputFetchError(
-                f"downloading {url} took longer than {self.timeout:g} s",
+                f"downloading {shown(url)} took longer than {self.timeout:g} s",
                 input_name=name,
                 rule="timeout",
             ) from exc
@@ -108,7 +108,9 @@ class UrlFetcher:
             finally:
                 await response.aclose()
         raise InvalidInputError(
-            f"more than {MAX_REDIRECTS} redirects from {url}", input_name=name, rule="redirects"
+            f"more than {MAX_REDIRECTS} redirects from {shown(url)}",
+            input_name=name,
+            rule="redirects",
         )
 
     async def _send(self, name: str, url: str, requests: list[httpx.Request]) -> httpx.Response:
@@ -120,7 +122,7 @@ class UrlFetcher:
                 if isinstance(exc, httpx.ConnectError) and i + 1 < len(requests):
                     continue
                 raise InputFetchError(
-                    f"cannot download {url}: {type(exc).__name__}: {exc or 'no detail'}",
+                    f"cannot download {shown(url)}: {type(exc).__name__}: {exc or 'no detail'}",
                     input_name=name,
                     rule="fetch",
                 ) from exc
@@ -132,7 +134,7 @@ class UrlFetcher:
             parsed = httpx.URL(url)
         except httpx.InvalidURL as exc:
             raise InvalidInputError(
-                f"invalid URL {url!r}: {exc}", input_name=name, rule="url"
+                f"invalid URL {shown(url)!r}: {exc}", input_name=name, rule="url"
             ) from exc
         if parsed.scheme not in SCHEMES:
             raise InvalidInputError(
@@ -141,7 +143,7 @@ class UrlFetcher:
                 rule="url-scheme",
             )
         if not parsed.host:
-            raise InvalidInputError(f"URL {url!r} has no host", input_name=name, rule="url")
+            raise InvalidInputError(f"URL {shown(url)!r} has no host", input_name=name, rule="url")
         requests = []
         for address in await self._resolve(name, parsed):
             request = self._http.build_request("GET", parsed)  # Host header from the URL
@@ -192,10 +194,22 @@ class UrlFetcher:
         return sink.size, sink.sha256
 
 
+def shown(url: str) -> str:
+    """`url` as errors (and so logs and LittleHorse) show it: without a password in it or
+    its query, where presigned URLs carry their signature and token."""
+    try:
+        parsed = httpx.URL(url)
+        bare = parsed.copy_with(username=None, password=None, query=None, fragment=None)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        # Not a URL we can take apart: show its start, never a possible query.
+        return url.split("?", 1)[0].rsplit("@", 1)[-1][:200]
+    return str(bare) + ("?..." if parsed.query else "")
+
+
 def _check_status(name: str, url: str, response: httpx.Response) -> None:
     if response.status_code < 300:
         return
-    what = f"{url} answered HTTP {response.status_code}"
+    what = f"{shown(url)} answered HTTP {response.status_code}"
     if response.status_code >= 500 or response.status_code in (408, 429):
         raise InputFetchError(what, input_name=name, rule="fetch")
     raise InvalidInputError(what, input_name=name, rule="url-status")
@@ -203,7 +217,7 @@ def _check_status(name: str, url: str, response: httpx.Response) -> None:
 
 def _too_large(name: str, url: str, size: int, limit: int) -> InvalidInputError:
     return InvalidInputError(
-        f"{url} is larger than COMFYUI_MAX_INPUT_BYTES ({size} > {limit} bytes)",
+        f"{shown(url)} is larger than COMFYUI_MAX_INPUT_BYTES ({size} > {limit} bytes)",
         input_name=name,
         rule="max-bytes",
     )
