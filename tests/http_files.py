@@ -1,4 +1,5 @@
-"""A loopback HTTP server for input-URL tests: files, redirects, errors, slow and endless bodies."""
+"""A loopback HTTP server for input-URL tests: files, redirects, errors, slow, endless and
+truncated bodies."""
 
 from __future__ import annotations
 
@@ -48,6 +49,15 @@ async def file_server() -> AsyncIterator[FileServer]:
             await response.write(b"x" * 65536)
         return response
 
+    async def truncated(request: web.Request) -> web.StreamResponse:
+        """Promises 100 000 bytes, sends 1 000 and hangs up."""
+        response = web.StreamResponse(headers={"Content-Length": "100000"})
+        await response.prepare(request)
+        await response.write(b"x" * 1000)
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
     async def slow(request: web.Request) -> web.StreamResponse:
         await closing.wait()  # answers only when the fixture ends
         return web.Response(body=b"late")
@@ -61,6 +71,7 @@ async def file_server() -> AsyncIterator[FileServer]:
     app.router.add_get("/status/{code}", status)
     app.router.add_get("/endless", endless)
     app.router.add_get("/slow", slow)
+    app.router.add_get("/truncated", truncated)
     app.router.add_get("/loop", loop)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()

@@ -157,6 +157,17 @@ async def test_size_cap_while_streaming(file_server: FileServer, tmp_path: Path)
     await f.aclose()
 
 
+async def test_a_body_cut_short_is_retryable_and_names_the_input(
+    file_server: FileServer, tmp_path: Path
+) -> None:
+    f = fetcher(max_bytes=1_000_000)
+    with pytest.raises(InputFetchError) as err:
+        await f.fetch("photo.png", f"{file_server.url}/truncated", tmp_path / "x")
+    await f.aclose()
+    assert err.value.rule == "fetch" and "input 'photo.png'" in str(err.value)
+    assert f"downloading {file_server.url}/truncated broke off" in str(err.value)
+
+
 async def test_timeout_is_retryable(file_server: FileServer, tmp_path: Path) -> None:
     f = fetcher(timeout=0.5)
     with pytest.raises(InputFetchError) as err:

@@ -187,10 +187,18 @@ class UrlFetcher:
         if declared.isdigit() and int(declared) > self.max_bytes:
             raise _too_large(name, url, int(declared), self.max_bytes)
         async with FileSink(dest) as sink:
-            async for chunk in response.aiter_bytes():
-                if sink.size + len(chunk) > self.max_bytes:
-                    raise _too_large(name, url, sink.size + len(chunk), self.max_bytes)
-                await sink.write(chunk)
+            try:
+                async for chunk in response.aiter_bytes():
+                    if sink.size + len(chunk) > self.max_bytes:
+                        raise _too_large(name, url, sink.size + len(chunk), self.max_bytes)
+                    await sink.write(chunk)
+            except httpx.TransportError as exc:  # the body broke off: another try may work
+                raise InputFetchError(
+                    f"downloading {shown(url)} broke off after {sink.size} bytes: "
+                    f"{type(exc).__name__}: {exc or 'no detail'}",
+                    input_name=name,
+                    rule="fetch",
+                ) from exc
         return sink.size, sink.sha256
 
 
