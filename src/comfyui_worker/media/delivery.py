@@ -96,7 +96,7 @@ class Delivery:
         )
 
     async def inline(self, files: list[OutputFile]) -> list[DeliveredFile]:
-        sizes = [(await _existing(f)).stat().st_size for f in files]
+        sizes = [await _size(f) for f in files]
         carried = sum(inline_chars(f, size) for f, size in zip(files, sizes, strict=True))
         if carried > self.settings.max_inline_bytes:
             raise OutputTooLargeError(
@@ -137,6 +137,11 @@ async def _existing(file: OutputFile) -> Path:
             f"node {file.node_id} output {file.filename!r} is no longer on disk at {path}"
         )
     return path
+
+
+async def _size(file: OutputFile) -> int:
+    path = await _existing(file)
+    return (await asyncio.to_thread(path.stat)).st_size
 
 
 async def remove_files(paths: list[Path], *, inside: Path | None = None) -> None:
