@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from comfyui_worker.comfyui.events import Event
+from comfyui_worker.constants import JobOutcome
 from comfyui_worker.observability.progress import (
     JobBoard,
     JobState,
@@ -10,6 +11,7 @@ from comfyui_worker.observability.progress import (
     LogThrottle,
     Progress,
 )
+from comfyui_worker.observability.recorder import RecordingObserver
 
 NODES = {"1": "EmptyImage", "2": "KSampler", "3": "SaveImage", "4": "PreviewImage"}
 
@@ -72,3 +74,18 @@ def test_board_rows_say_where_the_job_is() -> None:
     assert row["elapsed_seconds"] >= 0
     board.remove("p")
     assert board.snapshot() == [] and board.apply("p", Event("progress", {})) is None
+
+
+def test_two_attempts_of_one_prompt_each_keep_their_row_until_they_end() -> None:
+    """A retry here while the earlier attempt still runs (LittleHorse timed it out) attaches
+    to the same prompt: the earlier attempt ending must not take the retry's row off /jobs."""
+    board = JobBoard()
+    earlier = RecordingObserver(board, task_run_id="guid", attempt=0)
+    retry = RecordingObserver(board, task_run_id="guid", attempt=1)
+    earlier.waiting("p")
+    retry.waiting("p")
+    earlier.close(JobOutcome.FAILED, "DeadlineExceededError")
+    (row,) = board.snapshot()
+    assert row["attempt"] == 1
+    retry.close(JobOutcome.SUCCESS)
+    assert board.snapshot() == []

@@ -157,9 +157,12 @@ class JobBoard:
         with self._lock:
             self._jobs[view.prompt_id] = view
 
-    def remove(self, prompt_id: str) -> None:
+    def remove(self, prompt_id: str, view: JobView | None = None) -> None:
+        """Take the job's row off; with `view`, only if it is still that row (a retry of the
+        same prompt may have put its own)."""
         with self._lock:
-            self._jobs.pop(prompt_id, None)
+            if view is None or self._jobs.get(prompt_id) is view:
+                self._jobs.pop(prompt_id, None)
 
     def get(self, prompt_id: str) -> JobView | None:
         with self._lock:

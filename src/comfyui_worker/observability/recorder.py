@@ -38,16 +38,16 @@ class RecordingObserver(JobObserver):
         self.board = board
         self.wf_run_id, self.task_run_id, self.attempt = wf_run_id, task_run_id, attempt
         self.started = time.monotonic()
-        self._prompt_id: str | None = None
+        self._view: JobView | None = None
         self._waiting_since = self.started
         self._submitted_at: float | None = None  # wall clock, to compare with ComfyUI's
         self._throttle = LogThrottle()
 
     def close(self, outcome: JobOutcome, exception: str = "") -> None:
-        if self._prompt_id is not None:
-            self.board.remove(self._prompt_id)
+        if self._view is not None:
+            self.board.remove(self._view.prompt_id, self._view)
             metrics.JOBS_IN_FLIGHT.dec()
-            self._prompt_id = None
+            self._view = None
         metrics.record_finished(outcome, exception, self.started)
 
     def changed(self, prompt_id: str, progress: Progress) -> None:
@@ -63,19 +63,17 @@ class RecordingObserver(JobObserver):
 
     def waiting(self, prompt_id: str) -> None:
         self._waiting_since = time.monotonic()
-        if self._prompt_id is None:
-            self._prompt_id = prompt_id
+        if self._view is None:
             # `run` has no task to bind the ids; the LittleHorse task has bound them already.
             bind_job(prompt_id=prompt_id)
-            self.board.add(
-                JobView(
-                    prompt_id=prompt_id,
-                    wf_run_id=self.wf_run_id,
-                    task_run_id=self.task_run_id,
-                    attempt=self.attempt,
-                    started=self.started,
-                )
+            self._view = JobView(
+                prompt_id=prompt_id,
+                wf_run_id=self.wf_run_id,
+                task_run_id=self.task_run_id,
+                attempt=self.attempt,
+                started=self.started,
             )
+            self.board.add(self._view)
             metrics.JOBS_IN_FLIGHT.inc()
 
     def slot_acquired(self, prompt_id: str) -> None:
