@@ -23,13 +23,6 @@ from littlehorse.worker import LHTaskWorker, WorkerContext
 
 from lh.fake_server import FakeLittleHorse, StreamEnd, decode_report, running_worker
 
-
-@pytest.fixture
-def fake() -> Iterator[FakeLittleHorse]:
-    with FakeLittleHorse() as server:
-        yield server
-
-
 # --- task functions: the SDK maps their annotations to the TaskDef -----------------------
 
 

@@ -44,12 +44,6 @@ def job(**extra: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def fake() -> Any:
-    with FakeLittleHorse() as server:
-        yield server
-
-
 @contextlib.asynccontextmanager
 async def serving(fake: FakeLittleHorse, settings: Settings) -> AsyncIterator[None]:
     """A worker process's worth serving run-comfyui-job: Executor, media, real LHTaskWorker."""

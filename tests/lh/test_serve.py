@@ -6,11 +6,9 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import pytest
 
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.constants import TASK_NAME
@@ -24,12 +22,6 @@ WORKFLOW = {
     },
     "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "srv"}},
 }
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeLittleHorse]:
-    with FakeLittleHorse() as server:
-        yield server
 
 
 async def test_serve_registers_runs_tasks_and_stops_on_sigterm(

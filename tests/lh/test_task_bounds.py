@@ -6,7 +6,7 @@ measure the reports themselves.)"""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,6 @@ from lh.fake_server import FakeLittleHorse, running_worker
 from lh.test_task_worker import WORKFLOW, Worker, run_task, settings_for
 
 LIMIT = 20_000
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeLittleHorse]:
-    with FakeLittleHorse() as server:
-        yield server
 
 
 @pytest.fixture

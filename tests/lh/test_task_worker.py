@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +39,6 @@ def settings_for(mock: MockHandle, **overrides: Any) -> Settings:
     return mock_settings(
         mock, **{"reconcile_interval": 1, "max_workflow_bytes": 20_000, **overrides}
     )
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeLittleHorse]:
-    with FakeLittleHorse() as server:
-        yield server
 
 
 class Worker:

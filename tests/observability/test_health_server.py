@@ -9,7 +9,6 @@ import re
 import signal
 import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,12 +25,6 @@ from observability.workflows import blur_workflow, slow_blur
 
 SECRET = "oauth-secret-9f8e7d6c5b4a"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeLittleHorse]:
-    with FakeLittleHorse() as server:
-        yield server
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -29,12 +29,6 @@ WORKFLOW = blur_workflow("obs")
 
 def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeLittleHorse]:
-    with FakeLittleHorse() as server:
-        yield server
 
 
 @pytest.fixture
