@@ -52,10 +52,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"how long each job takes the mock (default {MOCK_JOB_SECONDS}: a real ComfyUI's "
         "time for the tiny job on CPU)",
     )
-    parser.add_argument("--rounds", type=int, default=30, help="latency rounds (default 30)")
+    parser.add_argument("--rounds", type=int, default=50, help="latency rounds (default 50)")
     parser.add_argument("--warmup", type=int, default=3, help="rounds not counted (default 3)")
     parser.add_argument("--burst", type=int, default=40, help="jobs per burst (default 40)")
-    parser.add_argument("--burst-rounds", type=int, default=3, help="bursts each (default 3)")
+    parser.add_argument("--burst-rounds", type=int, default=5, help="bursts each (default 5)")
     parser.add_argument(
         "--short-jobs-in-flight",
         type=int,
