@@ -17,6 +17,7 @@ from .constants import OutputMode
 from .exceptions import (
     ExecutionError,
     ExecutionInterrupted,
+    InputError,
     InvalidInputError,
     InvalidWorkflowError,
     JobTimeoutError,
@@ -34,7 +35,10 @@ from .workflow import validate_workflow
 
 # After these the prompt no longer runs in ComfyUI, so its inputs can go. After any other
 # failure (ComfyUI unreachable, shutdown) it may still run, and a retry attaches to it.
+# An input error inside Executor.run comes from preparing a submission, so no prompt of this
+# job runs: the inputs uploaded before the bad one go (a retry uploads them again).
 PROMPT_ENDED = (
+    InputError,
     InvalidWorkflowError,
     PromptValidationError,
     ExecutionError,

@@ -388,6 +388,21 @@ async def test_a_retry_that_attaches_removes_the_inputs_the_earlier_attempt_uplo
     assert not uploaded.exists()
 
 
+async def test_inputs_uploaded_before_a_bad_one_are_removed(
+    make_stack: Any, comfyui_mock: MockHandle
+) -> None:
+    stack = make_stack(cleanup="inputs")
+    wf = workflow("a.png")
+    wf["4"] = {"class_type": "LoadImage", "inputs": {"image": "b.png"}}
+    inputs = {"a.png": b64(PNG), "b.png": {"url": "ftp://example.com/b.png"}}
+    pid = str(uuid.uuid4())
+    with pytest.raises(InvalidInputError) as err:
+        await stack.run({"workflow": wf, "inputs": inputs}, prompt_id=pid)
+    assert err.value.input_name == "b.png" and err.value.rule == "url-scheme"
+    assert comfyui_mock.executions(pid) == 0
+    assert not (comfyui_mock.input_dir / f"{pid}-a.png").exists()
+
+
 async def _cancel_while_running(
     stack: Stack, job: dict[str, Any], pid: str, mock: MockHandle
 ) -> None:
