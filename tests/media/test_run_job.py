@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -401,6 +402,18 @@ async def test_inputs_uploaded_before_a_bad_one_are_removed(
     assert err.value.input_name == "b.png" and err.value.rule == "url-scheme"
     assert comfyui_mock.executions(pid) == 0
     assert not (comfyui_mock.input_dir / f"{pid}-a.png").exists()
+
+
+async def test_downloads_are_removed_after_the_upload_and_after_an_error(
+    make_stack: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stack = make_stack()
+    await stack.run({"workflow": workflow(), "inputs": {"photo.png": b64(PNG)}})
+    bad = {"photo.png": {"url": "ftp://example.com/b.png"}}
+    with pytest.raises(InvalidInputError):
+        await stack.run({"workflow": workflow(), "inputs": bad})
+    assert list(tmp_path.iterdir()) == []
 
 
 async def _cancel_while_running(

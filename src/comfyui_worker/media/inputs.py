@@ -8,11 +8,13 @@ Every string input of every node equal to the input's name is rewritten to the u
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import copy
 import hashlib
 import re
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -118,10 +120,13 @@ class InputUploader:
         check_references(workflow, inputs)
         uploaded: list[UploadedInput] = []
         # One at a time: a job has few inputs, and it bounds disk and connections per job.
-        with tempfile.TemporaryDirectory(prefix="comfyui-inputs-") as tmp:
+        # The folder is made and removed off the event loop: it may hold a large download.
+        tmp = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="comfyui-inputs-"))
+        try:
             for i, (name, source) in enumerate(inputs.items()):
-                dest = Path(tmp) / str(i)
-                uploaded.append(await self._one(workflow, name, source, prompt_id, dest))
+                uploaded.append(await self._one(workflow, name, source, prompt_id, tmp / str(i)))
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmp, ignore_errors=True)
         return rewrite(workflow, {u.name: u.uploaded for u in uploaded}), uploaded
 
     async def _one(
