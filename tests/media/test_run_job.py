@@ -16,14 +16,17 @@ import httpx
 import pytest
 
 from comfyui_mock.handle import MockHandle
+from comfyui_worker.constants import JobStatus, OutputMode
 from comfyui_worker.exceptions import (
     InvalidInputError,
     InvalidJobError,
     OutputTooLargeError,
     UnknownTemplateError,
 )
-from comfyui_worker.execution import Executor
+from comfyui_worker.execution import Executor, JobResult
 from comfyui_worker.job import InputSource, parse_job
+from comfyui_worker.media.delivery import OutputRequest
+from comfyui_worker.outputs import OutputFile
 from comfyui_worker.runner import Media, run_job, run_workflow
 from comfyui_worker.settings import Settings
 from http_files import FileServer
@@ -103,6 +106,34 @@ async def test_store_mode_uploads_outputs_under_deterministic_keys(
     assert again["reused"] is True and again["files"][0]["uri"] == entry["uri"]
     assert s3.keys("renders/") == [key]
     assert comfyui_mock.executions(pid) == 1
+
+
+async def test_one_nodes_outputs_of_one_name_get_keys_of_their_own(
+    make_stack: Any, s3: S3, tmp_path: Path
+) -> None:
+    """A custom node may save one name in two subfolders (or in output and temp): each file
+    keeps its own object instead of the second replacing the first under one key."""
+    stack = make_stack(output_store=f"s3://{s3.bucket}/r")
+    files = []
+    for folder, kind in (("a", "output"), ("b", "output"), ("", "temp")):
+        path = tmp_path / kind / folder / "x.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(PNG + f"{kind}/{folder}".encode())
+        files.append(OutputFile("9", "images", "x.png", folder, kind, str(path)))
+    files.append(OutputFile("8", "images", "y.png", "", "output", str(tmp_path / "x.png")))
+    Path(files[-1].path).write_bytes(PNG)
+    result = JobResult(prompt_id="p", status=JobStatus.SUCCESS, files=files)
+    out = await stack.media.delivery.deliver(result, OutputRequest(OutputMode.STORE))
+    assert [f["uri"] for f in out["files"]] == [
+        f"s3://{s3.bucket}/r/p/9/output/a/x.png",
+        f"s3://{s3.bucket}/r/p/9/output/b/x.png",
+        f"s3://{s3.bucket}/r/p/9/temp/x.png",
+        f"s3://{s3.bucket}/r/p/8/y.png",  # no other file shares its key: the plain one
+    ]
+    for entry, file in zip(out["files"], files, strict=True):
+        stored = s3.get(entry["uri"].split("/", 3)[3])
+        assert stored == Path(file.path).read_bytes()
+        assert hashlib.sha256(stored).hexdigest() == entry["sha256"]
 
 
 async def test_two_jobs_with_the_same_input_name_see_their_own_bytes(

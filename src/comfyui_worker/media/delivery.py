@@ -11,6 +11,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,11 @@ class Delivery:
     async def deliver(self, result: JobResult, request: OutputRequest) -> dict[str, Any]:
         """The task result with `files` typed and `outputs` as the mode delivers them."""
         if request.mode is OutputMode.STORE:
-            files = [await self.store_file(f, result.prompt_id, request) for f in result.files]
+            keys = self.keys_for(result.prompt_id, result.files)
+            files = [
+                await self.store_file(f, result.prompt_id, request, where=where)
+                for f, where in zip(result.files, keys, strict=True)
+            ]
         elif request.mode is OutputMode.BASE64:
             files = await self.inline(result.files)
         else:
@@ -70,20 +75,39 @@ class Delivery:
         out["files"] = [f.as_dict() for f in files]
         return out
 
-    def key_for(self, prompt_id: str, file: OutputFile) -> Location:
+    def keys_for(self, prompt_id: str, files: list[OutputFile]) -> list[Location]:
+        """`<prefix>/<prompt_id>/<node_id>/<filename>` for each file. Files that would share
+        one (a node's outputs of one name in two subfolders, or in output and temp) have
+        `<type>/<subfolder>/` before the name instead: else the second upload would replace
+        the first, whose entry would still name the key."""
+        plain = [self.key_for(prompt_id, f) for f in files]
+        counts = Counter(where.key for where in plain)
+        return [
+            self.key_for(prompt_id, f, qualified=True) if counts[where.key] > 1 else where
+            for f, where in zip(files, plain, strict=True)
+        ]
+
+    def key_for(self, prompt_id: str, file: OutputFile, *, qualified: bool = False) -> Location:
         assert self.store_root is not None
-        prefix = f"{self.store_root.key}/" if self.store_root.key else ""
+        parts = [self.store_root.key, prompt_id, file.node_id]
+        if qualified:
+            parts += [file.type, file.subfolder]
         return Location(
             self.store_root.scheme,
             self.store_root.bucket,
-            f"{prefix}{prompt_id}/{file.node_id}/{file.filename}",
+            "/".join([*filter(None, parts), file.filename]),
         )
 
     async def store_file(
-        self, file: OutputFile, prompt_id: str, request: OutputRequest
+        self,
+        file: OutputFile,
+        prompt_id: str,
+        request: OutputRequest,
+        *,
+        where: Location | None = None,
     ) -> DeliveredFile:
         path = await _existing(file)
-        where = self.key_for(prompt_id, file)
+        where = where or self.key_for(prompt_id, file)
         stored = await self.stores.upload(path, where, mime=mime_of(file.filename))
         url = (
             await self.stores.presign(where, request.presign_seconds)
