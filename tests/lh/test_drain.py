@@ -142,3 +142,36 @@ async def test_a_task_waiting_for_a_slot_when_the_grace_ends_is_reported_too(
     finally:
         output = await stop_process(proc)
     assert "exiting before its report reached LittleHorse" not in output
+
+
+async def test_prompts_interrupted_at_exit_are_asked_at_once_not_one_by_one(
+    fake: FakeLittleHorse, comfyui_mock: MockHandle, tmp_path: Path
+) -> None:
+    """With COMFYUI_INTERRUPT_ON_SHUTDOWN and a ComfyUI slow to answer, each interrupt may take
+    its 5 s bound: asked one after another, three prompts kept the process 15 s past the grace
+    instead of the few seconds the README promises."""
+    comfyui_mock.set_job_delay(20)
+    env = serve_env(
+        fake,
+        comfyui_mock,
+        COMFYUI_SHUTDOWN_GRACE="1",
+        COMFYUI_MAX_IN_FLIGHT="3",
+        COMFYUI_INTERRUPT_ON_SHUTDOWN="true",
+    )
+    proc = await start_serve(env, tmp_path)
+    try:
+        await wait_polling(proc, fake, TASK_NAME)
+        for _ in range(3):
+            fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW})
+        await claimed(fake, 3)
+        await asyncio.sleep(0.5)
+        comfyui_mock.set_response_delay(20, path="/queue")  # the interrupt's first request
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0
+        # The grace, the reports, then one 5 s bound for all three (one by one: 15 s).
+        assert time.monotonic() - signalled < 1 + 11
+    finally:
+        output = await stop_process(proc)
+    assert output.count("could not interrupt prompt") == 3

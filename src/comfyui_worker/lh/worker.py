@@ -259,10 +259,15 @@ async def _run_until_signal(
         )
         cancelled = await supervisor.drain(settings.shutdown_grace)
         if cancelled and settings.interrupt_on_shutdown:
-            for claim in cancelled:
-                await executor.abandon(
-                    prompt_id_for(claim.task.task_run_id.task_guid), "the worker shut down"
+            # At once: each is bounded (5 s), one after another they would add up.
+            await asyncio.gather(
+                *(
+                    executor.abandon(
+                        prompt_id_for(claim.task.task_run_id.task_guid), "the worker shut down"
+                    )
+                    for claim in cancelled
                 )
+            )
         await runner
         log.info("drained: exiting")
     finally:
