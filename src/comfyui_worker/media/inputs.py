@@ -25,7 +25,6 @@ from ..comfyui.client import ComfyUIClient
 from ..exceptions import InvalidInputError
 from ..job import InputSource
 from ..settings import Settings
-from ..streams import FileSink
 from .fetch import UrlFetcher, any_address, public_only
 from .store import ObjectStores
 
@@ -151,16 +150,22 @@ class InputUploader:
 
     async def _fetch(self, name: str, source: InputSource, dest: Path) -> tuple[int, str]:
         if source.base64 is not None:
-            data = decode_base64(name, source.base64, self.settings.max_input_bytes)
-            async with FileSink(dest) as sink:
-                await sink.write(data)
-            return sink.size, sink.sha256
+            # Decoding, hashing and writing up to COMFYUI_MAX_INPUT_BYTES take a while: in a
+            # worker thread, where the event loop keeps serving the other jobs.
+            text, limit = source.base64, self.settings.max_input_bytes
+            return await asyncio.to_thread(_save_base64, name, text, limit, dest)
         if source.url is not None:
             return await self.fetcher.fetch(name, source.url, dest)
         assert source.uri is not None
         return await self.stores.download(
             name, source.uri, dest, max_bytes=self.settings.max_input_bytes
         )
+
+
+def _save_base64(name: str, text: str, max_bytes: int, dest: Path) -> tuple[int, str]:
+    data = decode_base64(name, text, max_bytes)
+    dest.write_bytes(data)
+    return len(data), hashlib.sha256(data).hexdigest()
 
 
 def decode_base64(name: str, text: str, max_bytes: int) -> bytes:
