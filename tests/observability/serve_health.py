@@ -79,7 +79,9 @@ async def served(
         server = Served(proc, env, http, log_path)
         try:
             await server.wait_for("/readyz", 200, within=30)
-            assert fake.pollers(TASK_NAME) >= 1
+            # Ready means the worker's stream is open; its first poll reaches the server a
+            # moment later.
+            await asyncio.to_thread(fake.wait_for_poller, TASK_NAME, timeout=10)
             yield server
         finally:
             if proc.returncode is None:
