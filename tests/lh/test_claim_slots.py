@@ -5,48 +5,17 @@ narrows what is served at all."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.constants import JOB_TASK_NAME, TASK_NAME, TEMPLATE_TASK_NAME
-from comfyui_worker.execution import Executor
-from comfyui_worker.lh.supervisor import Supervisor
-from comfyui_worker.lh.worker import register_all, task_functions
-from comfyui_worker.runner import Media
 from lh.fake_server import FakeLittleHorse, decode_report
 from lh.serve_process import WORKFLOW
-from mock_settings import settings_for
+from lh.supervising import supervised
 
 THREADS = 2
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    fake: FakeLittleHorse, mock: MockHandle, tmp_path: Path, **overrides: Any
-) -> AsyncIterator[Supervisor]:
-    executor = Executor(settings_for(mock, templates_dir=tmp_path, **overrides))
-    media = Media(executor.settings, executor.client)
-    config = fake.config(num_worker_threads=THREADS)
-    tasks = task_functions(executor, media)
-    await asyncio.to_thread(register_all, config, tasks)
-    supervisor = Supervisor(tasks, config)
-    runner = asyncio.create_task(supervisor.run())
-    try:
-        async with asyncio.timeout(10):
-            while not all(fake.pollers(name) for name in tasks):
-                await asyncio.sleep(0.01)
-        yield supervisor
-    finally:
-        supervisor.stop()
-        await asyncio.wait_for(runner, 10)
-        await supervisor.in_flight.wait_empty(5)
-        await media.aclose()
-        await executor.aclose()
 
 
 async def test_threads_bound_the_claims_of_every_taskdef_together(
@@ -55,7 +24,12 @@ async def test_threads_bound_the_claims_of_every_taskdef_together(
     """Tasks of two TaskDefs at once: no more of them run than LHW_NUM_WORKER_THREADS. The
     Executor's own bound is lifted so that the claim slots are what ComfyUI's queue shows."""
     comfyui_mock.set_job_delay(0.3)
-    async with serving(fake, comfyui_mock, tmp_path, max_in_flight=10) as supervisor:
+    async with supervised(
+        fake,
+        comfyui_mock,
+        threads=THREADS,
+        settings={"max_in_flight": 10, "templates_dir": tmp_path},
+    ) as supervisor:
         assert {w._task_def_name for w in supervisor.workers} == {
             TASK_NAME,
             JOB_TASK_NAME,
@@ -86,7 +60,9 @@ async def watch_queue(mock: MockHandle, depths: list[int]) -> None:
 async def test_comfyui_tasks_chooses_the_taskdefs_served(
     fake: FakeLittleHorse, comfyui_mock: MockHandle, tmp_path: Path
 ) -> None:
-    async with serving(fake, comfyui_mock, tmp_path, tasks=(JOB_TASK_NAME,)) as supervisor:
+    async with supervised(
+        fake, comfyui_mock, settings={"tasks": (JOB_TASK_NAME,), "templates_dir": tmp_path}
+    ) as supervisor:
         assert [w._task_def_name for w in supervisor.workers] == [JOB_TASK_NAME]
         assert fake.pollers(JOB_TASK_NAME) > 0 and fake.pollers(TASK_NAME) == 0
         assert set(fake.task_defs) == {JOB_TASK_NAME}

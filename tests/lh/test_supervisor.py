@@ -8,19 +8,17 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.constants import TASK_NAME
-from comfyui_worker.execution import Executor
 from comfyui_worker.lh import connection
 from comfyui_worker.lh.supervisor import Supervisor
-from comfyui_worker.lh.task import make_task_function
-from comfyui_worker.lh.worker import register
+from lh import supervising
 from lh.fake_server import FakeLittleHorse, StreamEnd, decode_report
 from lh.serve_process import WORKFLOW
-from mock_settings import settings_for
 
 
 async def wait_for(condition: object, timeout: float, what: str) -> None:  # noqa: ASYNC109
@@ -31,22 +29,13 @@ async def wait_for(condition: object, timeout: float, what: str) -> None:  # noq
 
 @contextlib.asynccontextmanager
 async def supervised(
-    fake: FakeLittleHorse, comfyui_mock: MockHandle, **kwargs: object
+    fake: FakeLittleHorse, comfyui_mock: MockHandle, **kwargs: Any
 ) -> AsyncIterator[Supervisor]:
-    executor = Executor(settings_for(comfyui_mock))
-    config = fake.config(num_worker_threads=2)
-    task = make_task_function(executor)
-    register(config, task)
-    supervisor = Supervisor({TASK_NAME: task}, config, **kwargs)  # type: ignore[arg-type]
-    runner = asyncio.create_task(supervisor.run())
-    try:
-        await wait_for(lambda: fake.pollers(TASK_NAME) > 0, 10, "first poll")
+    """`execute-comfyui-workflow` alone, two slots."""
+    async with supervising.supervised(
+        fake, comfyui_mock, settings={"tasks": (TASK_NAME,)}, **kwargs
+    ) as supervisor:
         yield supervisor
-    finally:
-        supervisor.stop()
-        await asyncio.wait_for(runner, 10)
-        await supervisor.in_flight.wait_empty(5)
-        await executor.aclose()
 
 
 async def claim_delay(fake: FakeLittleHorse, since: float) -> float:
