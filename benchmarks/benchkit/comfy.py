@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
+from lh.serve_process import terminate
+
 JOB_TIMEOUT = 60.0
 _colors = itertools.count(1)
 
@@ -81,10 +83,7 @@ async def mock_comfyui(job_seconds: float) -> AsyncIterator[Target]:
                 raise RuntimeError(f"the mock ComfyUI did not start: {first!r}")
             yield Target(first.split()[-1], dirs["output"], dirs["temp"])
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            async with asyncio.timeout(10):
-                await proc.wait()
+            await terminate(proc)
 
 
 def http_client(target: Target) -> httpx.AsyncClient:

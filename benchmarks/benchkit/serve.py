@@ -15,6 +15,7 @@ from pathlib import Path
 
 from comfyui_worker.constants import TASK_NAME
 from lh.fake_server import FakeLittleHorse, decode_report
+from lh.serve_process import terminate
 
 from .comfy import JOB_TIMEOUT, Target, tiny_workflow
 
@@ -84,14 +85,7 @@ async def serve_process(target: Target, max_in_flight: int, workdir: Path) -> As
                 await asyncio.sleep(0.02)
             yield Serve(fake, proc.pid, max_in_flight)
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            try:
-                async with asyncio.timeout(10):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+            await terminate(proc)
 
 
 async def task_job(serve: Serve) -> tuple[float, str, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -77,3 +78,16 @@ async def stop_process(proc: asyncio.subprocess.Process) -> str:
         await proc.wait()
     assert proc.stdout is not None
     return (await proc.stdout.read()).decode()
+
+
+async def terminate(proc: asyncio.subprocess.Process, timeout: float = 10) -> None:  # noqa: ASYNC109
+    """SIGTERM (a drain), then SIGKILL if the process is still there after `timeout` s."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+    try:
+        async with asyncio.timeout(timeout):
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()

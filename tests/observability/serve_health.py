@@ -16,6 +16,7 @@ from comfyui_mock.handle import MockHandle
 from comfyui_worker.constants import TASK_NAME
 from lh.fake_server import FakeLittleHorse
 from lh.serve_process import serve_env as lh_serve_env
+from lh.serve_process import terminate
 
 
 def free_port() -> int:
@@ -84,11 +85,4 @@ async def served(
             await asyncio.to_thread(fake.wait_for_poller, TASK_NAME, timeout=10)
             yield server
         finally:
-            if proc.returncode is None:
-                proc.terminate()
-                try:
-                    async with asyncio.timeout(15):
-                        await proc.wait()
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+            await terminate(proc, timeout=15)
