@@ -73,8 +73,7 @@ def make_task_function(executor: Executor, media: Media | None = None) -> TaskFu
             result = await run_workflow(
                 workflow, executor=executor, media=media, prompt_id=prompt_id, observer=observer
             )
-            _record_delivered(result)
-            return bound_result(result, executor.settings.max_result_bytes)
+            return _finished(result, executor.settings)
 
     return execute_comfyui_workflow
 
@@ -95,8 +94,7 @@ def make_job_task_function(
                 prompt_id=prompt_id,
                 observer=observer,
             )
-            _record_delivered(result)
-            return bound_result(result, executor.settings.max_result_bytes)
+            return _finished(result, executor.settings)
 
     return run_comfyui_job
 
@@ -155,7 +153,9 @@ async def _task_run(
         observer.close(outcome, name)
 
 
-def _record_delivered(result: dict[str, Any]) -> None:
-    """Count the files a successful job delivered and their bytes (the manifest has sizes)."""
+def _finished(result: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """A successful job's result as LittleHorse gets it: its delivered files counted (the
+    manifest has sizes), then bounded to what LittleHorse stores."""
     files = result.get("files", [])
     metrics.record_delivered(len(files), sum(int(f.get("size", 0)) for f in files))
+    return bound_result(result, settings.max_result_bytes)
