@@ -1,8 +1,8 @@
 """Run one workflow on ComfyUI to completion: the path shared by the CLI and the LittleHorse task.
 
-    validate -> (attach to or reuse an earlier attempt's prompt | prepare -> open websocket
-    -> submit) -> wait (`waiting`) -> read history -> outputs, each file checked on disk
-    -> JobResult
+    validate -> open websocket, meanwhile: look for an earlier attempt's prompt (queue, then
+    history) -> (attach to or reuse it | prepare -> submit) -> wait (`waiting`) -> read
+    history -> outputs, each file checked on disk in one pass -> JobResult
 
 Every attempt of one task uses the same prompt_id, so what ComfyUI holds under it may be an
 earlier attempt's: a prompt still running is attached to (and run again once if it ends
@@ -34,17 +34,17 @@ from .exceptions import (
     ProtocolError,
 )
 from .outputs import (
+    FileDigest,
     OutputDirs,
     OutputFile,
     OutputText,
     describe_files,
-    find_missing,
+    find_outputs,
     folder_variables,
     node_order,
-    parse_outputs_async,
 )
 from .settings import Settings
-from .waiting import JobObserver, Waiter
+from .waiting import JobObserver, StreamAhead, Waiter
 from .workflow import validate_workflow
 
 __all__ = ["Executor", "JobObserver", "JobResult", "raise_for_outcome"]
@@ -64,6 +64,8 @@ class JobResult:
     node_errors: tuple[NodeError, ...] = ()
     # True when an earlier attempt's prompt was attached to or reused instead of resubmitted.
     reused: bool = False
+    # Size and sha256 by path, when the run was asked to read them (`digest_files`).
+    digests: dict[str, FileDigest] = field(default_factory=dict)
 
     @property
     def outputs(self) -> list[str]:
@@ -124,6 +126,7 @@ class Executor:
         self._waiter = Waiter(settings, self.client)
 
     async def aclose(self) -> None:
+        await self._waiter.aclose()
         await self.client.aclose()
 
     async def run(
@@ -133,12 +136,15 @@ class Executor:
         prompt_id: str | None = None,
         observer: JobObserver | None = None,
         prepare: Prepare | None = None,
+        digest_files: bool = False,
     ) -> JobResult:
         """Run `workflow`; with a `prompt_id` from an earlier attempt, attach instead of rerun.
 
         `prepare` turns the workflow into the prompt to submit (a job uploads its inputs
         there). It runs once, and only when the prompt is really submitted: a retry that
-        attaches to or reuses its earlier prompt never calls it.
+        attaches to or reuses its earlier prompt never calls it. `digest_files`: read each
+        output file's size and sha256 (`JobResult.digests`) in the same pass that checks it
+        is on disk, for a caller that would read them next anyway.
 
         Raises InvalidWorkflowError, PromptValidationError, ExecutionError,
         ExecutionInterrupted, PromptLostError, JobTimeoutError, UnsafeOutputPathError,
@@ -158,6 +164,7 @@ class Executor:
                         pid,
                         resumable=prompt_id is not None,
                         observer=observer,
+                        digest=digest_files,
                     )
         except TimeoutError as exc:
             if not deadline.expired():
@@ -172,44 +179,59 @@ class Executor:
             raise
 
     async def _run_job(
-        self, job: _Submittable, pid: str, *, resumable: bool, observer: JobObserver
+        self,
+        job: _Submittable,
+        pid: str,
+        *,
+        resumable: bool,
+        observer: JobObserver,
+        digest: bool,
     ) -> JobResult:
-        outcome = await self._resume(job.workflow, pid, observer) if resumable else None
-        if outcome is None:
-            outcome = await self._submit_and_wait(await job.prompt(), pid, observer)
+        # The websocket opens while the resume check reads the queue and history: its
+        # handshake costs a job nothing more than those reads already take.
+        ahead = self._waiter.stream_ahead(pid, observer)
+        try:
+            outcome = await self._resume(job.workflow, pid, observer) if resumable else None
+            if outcome is None:
+                outcome = await self._submit_and_wait(job, pid, observer, ahead)
+        finally:
+            await ahead.discard()
         observer.completed(pid, outcome.entry, reused=outcome.reused)
         raise_for_outcome(outcome.entry)
-        files, texts = await parse_outputs_async(outcome.entry.outputs, self.dirs)
-        if missing := await find_missing(files):
+        found = await find_outputs(outcome.entry.outputs, self.dirs, digest=digest)
+        if found.missing:
             # ComfyUI served the outputs from its cache (or an earlier run) but the files
             # are gone. Drop the cache and run it again, under the same prompt_id so that a
             # retry of this task still finds it.
             observer.note(
                 pid,
-                f"{describe_files(missing)} no longer exist; clearing ComfyUI's cache "
+                f"{describe_files(found.missing)} no longer exist; clearing ComfyUI's cache "
                 "and running the prompt again",
             )
             await self.client.free_memory()
-            outcome = await self._submit_and_wait(await job.prompt(), pid, observer)
+            outcome = await self._submit_and_wait(job, pid, observer)
             observer.completed(pid, outcome.entry, reused=False)
             raise_for_outcome(outcome.entry)
-            files, texts = await parse_outputs_async(outcome.entry.outputs, self.dirs)
-            if missing := await find_missing(files):
+            found = await find_outputs(outcome.entry.outputs, self.dirs, digest=digest)
+            if found.missing:
                 raise OutputMissingError(
-                    f"ComfyUI reported {describe_files(missing)}, which do not exist even "
-                    "after it ran the prompt again with its cache cleared; is "
-                    f"{folder_variables(missing)} the folder ComfyUI writes to?",
+                    f"ComfyUI reported {describe_files(found.missing)}, which do not exist "
+                    "even after it ran the prompt again with its cache cleared; is "
+                    f"{folder_variables(found.missing)} the folder ComfyUI writes to?",
                     prompt_id=pid,
-                    missing=[f.path for f in missing],
+                    missing=[f.path for f in found.missing],
                 )
-        observer.note(pid, f"finished with {len(files)} file(s) and {len(texts)} text(s)")
+        observer.note(
+            pid, f"finished with {len(found.files)} file(s) and {len(found.texts)} text(s)"
+        )
         return JobResult(
             prompt_id=pid,
             status=JobStatus.SUCCESS,
-            files=files,
-            texts=texts,
+            files=found.files,
+            texts=found.texts,
             node_errors=outcome.node_errors,
             reused=outcome.reused,
+            digests=found.digests,
         )
 
     async def _resume(
@@ -238,9 +260,14 @@ class Executor:
         return None
 
     async def _submit_and_wait(
-        self, prompt: dict[str, Any], pid: str, observer: JobObserver
+        self,
+        job: _Submittable,
+        pid: str,
+        observer: JobObserver,
+        ahead: StreamAhead | None = None,
     ) -> _Outcome:
-        stream = await self._waiter.open_stream(pid, observer)
+        prompt = await job.prompt()
+        stream = await (ahead.take() if ahead else self._waiter.open_stream(pid, observer))
         try:
             # A fresh client id per submission tells its queue item and history entry from
             # those of earlier attempts under the same prompt_id.
@@ -258,7 +285,7 @@ class Executor:
             )
         finally:
             if stream is not None:
-                await stream.close()
+                self._waiter.release(stream)
         if submitted.answer_lost:
             return _Outcome(entry, await self._refused_outputs(prompt, entry))
         return _Outcome(entry, submitted.node_errors)

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from .exceptions import UnsafeOutputPathError
+from .streams import file_digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +80,45 @@ def parse_outputs(
     return files, texts
 
 
-async def parse_outputs_async(
-    outputs: dict[str, dict[str, Any]], dirs: OutputDirs
-) -> tuple[list[OutputFile], list[OutputText]]:
-    """`parse_outputs` off the event loop: resolving symlinks touches a possibly remote disk."""
-    return await asyncio.to_thread(parse_outputs, outputs, dirs)
+@dataclass(frozen=True, slots=True)
+class FileDigest:
+    size: int
+    sha256: str
 
 
-async def find_missing(files: list[OutputFile]) -> list[OutputFile]:
-    """The files that are not on disk (off the event loop: the volume may be remote)."""
-    return await asyncio.to_thread(lambda: [f for f in files if not os.path.isfile(f.path)])
+@dataclass(frozen=True, slots=True)
+class FoundOutputs:
+    """A history entry's outputs, which of its files are not on disk and, when asked for,
+    the others' size and sha256 by path."""
+
+    files: list[OutputFile]
+    texts: list[OutputText]
+    missing: list[OutputFile]
+    digests: dict[str, FileDigest]
+
+
+async def find_outputs(
+    outputs: dict[str, dict[str, Any]], dirs: OutputDirs, *, digest: bool = False
+) -> FoundOutputs:
+    """`parse_outputs`, then each file checked on disk (and read for its digest if `digest`),
+    off the event loop (resolving symlinks and reading files touch a possibly remote volume)
+    in one trip to a thread: each trip costs a job about 0.1-0.3 ms."""
+
+    def find() -> FoundOutputs:
+        files, texts = parse_outputs(outputs, dirs)
+        missing: list[OutputFile] = []
+        digests: dict[str, FileDigest] = {}
+        for file in files:
+            try:
+                if not os.path.isfile(file.path):
+                    raise FileNotFoundError(file.path)
+                if digest:
+                    digests[file.path] = FileDigest(*file_digest(Path(file.path)))
+            except FileNotFoundError:  # also when removed between the check and the read
+                missing.append(file)
+        return FoundOutputs(files, texts, missing, digests)
+
+    return await asyncio.to_thread(find)
 
 
 def describe_files(files: list[OutputFile]) -> str:

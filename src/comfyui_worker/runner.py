@@ -115,6 +115,7 @@ async def run_job(
             prompt_id=pid,
             observer=observer,
             prepare=upload_inputs if inputs else None,
+            digest_files=request.mode is OutputMode.PATH,
         )
     except PROMPT_ENDED:
         await _cleanup_inputs(media.settings, pid, inputs, uploaded)
@@ -138,7 +139,12 @@ async def run_workflow(
 ) -> dict[str, Any]:
     """`execute-comfyui-workflow`: a bare workflow, outputs in the deployment's default mode."""
     request = media.delivery.request(None, None)
-    result = await executor.run(workflow, prompt_id=prompt_id, observer=observer)
+    result = await executor.run(
+        workflow,
+        prompt_id=prompt_id,
+        observer=observer,
+        digest_files=request.mode is OutputMode.PATH,
+    )
     return await _deliver(media, result, request)
 
 

@@ -74,12 +74,8 @@ class HashingReader:
         return self._hash.hexdigest()
 
 
-async def hash_file(path: Path) -> tuple[int, str]:
-    """(size, sha256) of a file, read in one worker thread."""
-    return await asyncio.to_thread(_hash_file, path)
-
-
-def _hash_file(path: Path) -> tuple[int, str]:
+def file_digest(path: Path) -> tuple[int, str]:
+    """(size, sha256) of a file; blocking, for a worker thread."""
     digest = hashlib.sha256()
     size = 0
     with path.open("rb") as file:

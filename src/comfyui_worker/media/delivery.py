@@ -12,6 +12,7 @@ import base64
 import hashlib
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,9 @@ from typing import Any
 from ..constants import OutputMode
 from ..exceptions import InvalidJobError, OutputError, OutputTooLargeError
 from ..execution import JobResult
-from ..outputs import OutputFile
+from ..outputs import FileDigest, OutputFile
 from ..settings import Settings
-from ..streams import hash_file
+from ..streams import file_digest
 from .manifest import DeliveredFile, mime_of
 from .store import Location, ObjectStores
 
@@ -69,7 +70,7 @@ class Delivery:
         elif request.mode is OutputMode.BASE64:
             files = await self.inline(result.files)
         else:
-            files = [await describe(f) for f in result.files]
+            files = await describe(result.files, result.digests)
         out = result.to_dict()
         out["outputs"] = [f.delivered(request.mode) for f in files]
         out["files"] = [f.as_dict() for f in files]
@@ -140,9 +141,24 @@ def inline_chars(file: OutputFile, size: int) -> int:
     return 2 * encoded + len(f"data:{mime_of(file.filename)};base64,")
 
 
-async def describe(file: OutputFile) -> DeliveredFile:
-    size, sha256 = await hash_file(await _existing(file))
-    return DeliveredFile.describe(file, size=size, sha256=sha256)
+async def describe(
+    files: list[OutputFile], known: Mapping[str, FileDigest] | None = None
+) -> list[DeliveredFile]:
+    """Path mode: each file's size and sha256, as `Executor.run` read them when it found the
+    files (`digest_files`), else read now, in one trip to a thread for them all."""
+
+    def measure() -> list[DeliveredFile]:
+        return [_described(f, known.get(f.path) if known else None) for f in files]
+
+    if known is not None and all(f.path in known for f in files):
+        return measure()
+    return await asyncio.to_thread(measure)
+
+
+def _described(file: OutputFile, digest: FileDigest | None) -> DeliveredFile:
+    if digest is None:  # blocking: only ever called in a worker thread
+        digest = FileDigest(*file_digest(_existing_now(file)))
+    return DeliveredFile.describe(file, size=digest.size, sha256=digest.sha256)
 
 
 async def _inline_one(file: OutputFile) -> DeliveredFile:
@@ -153,10 +169,14 @@ async def _inline_one(file: OutputFile) -> DeliveredFile:
 
 
 async def _existing(file: OutputFile) -> Path:
-    """The file, checked again: Executor.run found it, but the job's cleanup or someone
-    else's may have removed it since."""
+    return await asyncio.to_thread(_existing_now, file)
+
+
+def _existing_now(file: OutputFile) -> Path:
+    """The file, checked again (blocking): Executor.run found it, but the job's cleanup or
+    someone else's may have removed it since."""
     path = Path(file.path)
-    if not await asyncio.to_thread(path.is_file):
+    if not path.is_file():
         raise OutputError(
             f"node {file.node_id} output {file.filename!r} is no longer on disk at {path}"
         )

@@ -282,7 +282,9 @@ async def test_earlier_success_is_reused_without_submitting(comfyui_mock: MockHa
     assert Path(again.outputs[0]).is_file()
     assert comfyui_mock.executions(PID) == 1
     assert comfyui_mock.request_count("/prompt", "POST") == 1
-    assert comfyui_mock.request_count("/ws") == 1  # the reuse needed no socket
+    # The second job opened its socket while it looked for the earlier prompt, and closed
+    # it unused once it found the prompt finished.
+    assert comfyui_mock.request_count("/ws") == 2
 
 
 async def test_running_prompt_is_attached_to(comfy: Comfy, comfyui_mock: MockHandle) -> None:

@@ -1,0 +1,153 @@
+"""The job's websocket is opened while the resume check reads the queue and history, and
+closed after the job without holding it up: whatever way the job goes, no socket is left."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from executor_fakes import (
+    EMPTY_QUEUE,
+    PID,
+    WORKFLOW,
+    event,
+    expect_history,
+    expect_output_classes,
+    expect_submit,
+    run,
+    settings_for,
+)
+from pytest_httpx import HTTPXMock
+from websockets.asyncio.server import ServerConnection
+
+from comfyui_worker.exceptions import InvalidInputError
+from comfyui_worker.execution import Executor
+
+
+class Sockets:
+    """The websocket server's side: connections by their number, and which have closed."""
+
+    def __init__(self) -> None:
+        self.closed: list[int] = []
+        self.url = ""
+        self.seen: list[str] = []
+
+    async def connected(self) -> None:
+        async with asyncio.timeout(5):
+            while not self.seen:
+                await asyncio.sleep(0.005)
+
+    async def all_closed(self) -> bool:
+        """True once every connection the server saw has closed (waits up to 2 s)."""
+        try:
+            async with asyncio.timeout(2):
+                while len(self.closed) < len(self.seen):
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            return False
+        return True
+
+
+async def sockets_for(ws_server: Any, *, done_signal: bool) -> Sockets:
+    sockets = Sockets()
+
+    async def script(conn: ServerConnection, n: int) -> None:
+        if done_signal:
+            await asyncio.sleep(0.05)  # after the submit
+            await conn.send(event("executing", node=None, prompt_id=PID))
+        await conn.wait_closed()
+        sockets.closed.append(n)
+
+    sockets.url, sockets.seen = await ws_server(script)
+    return sockets
+
+
+def history_once_connected(sockets: Sockets, body: dict[str, Any]) -> Any:
+    """GET /history answered only once the job's websocket is connected: a job that opened
+    it only after the resume check would never get an answer (the test times out)."""
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        await sockets.connected()
+        return httpx.Response(200, json=body)
+
+    return answer
+
+
+async def test_the_websocket_opens_while_the_resume_check_reads_history(
+    tmp_path: Path, httpx_mock: HTTPXMock, ok_history: dict[str, Any], ws_server: Any
+) -> None:
+    sockets = await sockets_for(ws_server, done_signal=True)
+    httpx_mock.add_response(url=f"{sockets.url}/queue", json=EMPTY_QUEUE)
+    httpx_mock.add_callback(history_once_connected(sockets, {}), url=f"{sockets.url}/history/{PID}")
+    expect_submit(httpx_mock, sockets.url)
+    expect_history(httpx_mock, sockets.url, ok_history)
+    settings = settings_for(tmp_path, sockets.url, completion_mode="websocket")
+    result = await run(settings, prompt_id=PID)
+    assert result.outputs and not result.reused
+    assert len(sockets.seen) == 1  # the socket opened ahead is the one the job used
+    assert await sockets.all_closed()
+
+
+async def test_a_reused_prompt_closes_the_websocket_it_did_not_need(
+    tmp_path: Path,
+    httpx_mock: HTTPXMock,
+    ok_history: dict[str, Any],
+    capture: Any,
+    ws_server: Any,
+) -> None:
+    sockets = await sockets_for(ws_server, done_signal=False)
+    httpx_mock.add_response(url=f"{sockets.url}/queue", json=EMPTY_QUEUE)
+    httpx_mock.add_callback(
+        history_once_connected(sockets, ok_history), url=f"{sockets.url}/history/{PID}"
+    )
+    expect_output_classes(httpx_mock, capture, sockets.url)
+    settings = settings_for(tmp_path, sockets.url, completion_mode="websocket")
+    result = await run(settings, prompt_id=PID)
+    assert result.reused
+    assert not httpx_mock.get_requests(method="POST")
+    assert len(sockets.seen) == 1 and await sockets.all_closed()
+
+
+async def test_a_job_cancelled_during_the_resume_check_leaves_no_socket(
+    tmp_path: Path, httpx_mock: HTTPXMock, ws_server: Any
+) -> None:
+    sockets = await sockets_for(ws_server, done_signal=False)
+    httpx_mock.add_response(url=f"{sockets.url}/queue", json=EMPTY_QUEUE)
+    looked_up = asyncio.Event()
+
+    async def never_answered(request: httpx.Request) -> httpx.Response:
+        await sockets.connected()
+        looked_up.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    httpx_mock.add_callback(never_answered, url=f"{sockets.url}/history/{PID}")
+    executor = Executor(settings_for(tmp_path, sockets.url, completion_mode="websocket"))
+    job = asyncio.create_task(executor.run(WORKFLOW, prompt_id=PID))
+    async with asyncio.timeout(5):
+        await looked_up.wait()
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    await executor.aclose()
+    assert len(sockets.seen) == 1 and await sockets.all_closed()
+
+
+async def test_a_prompt_that_cannot_be_prepared_leaves_no_socket(
+    tmp_path: Path, httpx_mock: HTTPXMock, ws_server: Any
+) -> None:
+    sockets = await sockets_for(ws_server, done_signal=False)
+    httpx_mock.add_response(url=f"{sockets.url}/queue", json=EMPTY_QUEUE)
+    httpx_mock.add_callback(history_once_connected(sockets, {}), url=f"{sockets.url}/history/{PID}")
+
+    async def prepare(workflow: dict[str, Any]) -> dict[str, Any]:
+        raise InvalidInputError("the URL answered 404", input_name="photo", rule="status")
+
+    settings = settings_for(tmp_path, sockets.url, completion_mode="websocket")
+    with pytest.raises(InvalidInputError, match="photo"):
+        await run(settings, prompt_id=PID, prepare=prepare)
+    assert not httpx_mock.get_requests(method="POST")
+    assert len(sockets.seen) == 1 and await sockets.all_closed()
