@@ -6,6 +6,8 @@ import asyncio
 import io
 import json
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from comfyui_worker.observability.logs import (
     Redactor,
     bind_job,
     configure_logging,
+    flush_logs,
     secret_values,
 )
 
@@ -28,6 +31,7 @@ def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield
+    flush_logs()
     root.handlers[:] = handlers
     root.setLevel(level)
 
@@ -50,6 +54,7 @@ async def test_json_lines_parse_and_carry_the_jobs_ids(
 
     await asyncio.create_task(job())
     log.warning("between jobs")  # the job's context stayed with its task
+    flush_logs()
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [r["message"] for r in lines] == ["submitted with ***", "failed", "between jobs"]
     first, second, third = lines
@@ -74,6 +79,7 @@ def test_text_format_stays_as_before_and_is_redacted_too(
     configure_logging(LogFormat.TEXT, stream=stream)
     logging.getLogger("comfyui_worker.x").info("key is %s", SECRET)
     logging.getLogger("comfyui_worker.x").debug("not at INFO")
+    flush_logs()
     (line,) = stream.getvalue().splitlines()
     assert line.endswith(" INFO comfyui_worker.x: key is ***")
 
@@ -89,8 +95,41 @@ def test_credentials_from_the_env_file_are_redacted_too(
     stream = io.StringIO()
     configure_logging(LogFormat.JSON, stream=stream)
     logging.getLogger("comfyui_worker.x").warning("token request with %s failed", SECRET)
+    flush_logs()
     (line,) = stream.getvalue().splitlines()
     assert json.loads(line)["message"] == "token request with *** failed"
+
+
+class StalledStream(io.StringIO):
+    """stderr as a stalled container log driver leaves it: writes block until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released = threading.Event()
+
+    def write(self, text: str) -> int:
+        assert self.released.wait(10), "never released"
+        return super().write(text)
+
+
+def test_a_stalled_stderr_does_not_hold_up_the_code_that_logs(restore_logging: None) -> None:
+    stream = StalledStream()
+    configure_logging(LogFormat.TEXT, stream=stream)
+    log = logging.getLogger("comfyui_worker.x")
+    started = time.monotonic()
+    for n in range(3):
+        log.info("line %d", n)
+    assert time.monotonic() - started < 1  # returned at once, the writes still blocked
+    assert stream.getvalue() == ""
+    stream.released.set()
+    flush_logs()
+    assert [line.split(": ", 1)[1] for line in stream.getvalue().splitlines()] == [
+        "line 0",
+        "line 1",
+        "line 2",
+    ]
+    log.info("after the flush")  # written directly from now on
+    assert stream.getvalue().endswith("comfyui_worker.x: after the flush\n")
 
 
 def test_only_credential_settings_count_as_secrets() -> None:

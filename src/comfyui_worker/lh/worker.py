@@ -17,7 +17,7 @@ from littlehorse.worker import WorkerContext
 from ..constants import JOB_TASK_NAME, TASK_NAME, TEMPLATE_TASK_NAME
 from ..execution import Executor
 from ..observability.health import open_health_server
-from ..observability.logs import REDACTED
+from ..observability.logs import REDACTED, flush_logs
 from ..runner import Media
 from ..settings import Settings, is_secret_name, lh_settings_from_env_file
 from ..templates import TemplateStore
@@ -234,6 +234,7 @@ async def _run_until_signal(
     def on_signal(sig: signal.Signals) -> None:
         if stop.is_set():
             log.warning("second %s: exiting now without waiting for running tasks", sig.name)
+            flush_logs()
             logging.shutdown()
             os._exit(128 + sig)
         stop.set()

@@ -7,6 +7,7 @@ redactor: credential values from the environment or `.env` never reach a log, at
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import json
 import logging
@@ -14,7 +15,9 @@ import os
 import sys
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from logging.handlers import QueueHandler, QueueListener
 from pathlib import Path
+from queue import SimpleQueue
 from types import MappingProxyType
 from typing import Any, TextIO
 
@@ -99,8 +102,41 @@ class JsonFormatter(logging.Formatter):
         return self.redact(json.dumps(entry, default=str, ensure_ascii=False))
 
 
-class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    pass
+class _Preformatted(logging.Formatter):
+    """For records `_OurHandler` formatted already (message, traceback and all)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return record.getMessage()
+
+
+class _OurHandler(QueueHandler):
+    """Formats (and redacts) in the thread that logs, where the job's context is; a listener
+    thread writes the line. A stalled stderr (a slow container log driver, a full pipe) must
+    not stall the event loop, and with it every task and the LittleHorse heartbeat. Once
+    stopped (at exit), it writes directly, so late records are not lost."""
+
+    def __init__(self, stream: TextIO) -> None:
+        queue: SimpleQueue[logging.LogRecord] = SimpleQueue()
+        super().__init__(queue)
+        self.writer = logging.StreamHandler(stream)
+        self.writer.setFormatter(_Preformatted())
+        self.listener = QueueListener(queue, self.writer)
+        self.stopped = False
+
+    def start(self) -> None:
+        self.listener.start()
+
+    def stop(self) -> None:
+        """Write out the lines still queued and end the writer thread."""
+        if not self.stopped:
+            self.stopped = True
+            self.listener.stop()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.stopped:
+            self.writer.handle(self.prepare(record))
+        else:
+            super().emit(record)
 
 
 def configure_logging(
@@ -117,7 +153,20 @@ def configure_logging(
     for old in root.handlers[:]:
         if isinstance(old, _OurHandler):
             root.removeHandler(old)
+            old.stop()
+    handler.start()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     # One INFO line per HTTP request would drown the job's own log lines.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def flush_logs() -> None:
+    """Write out every line logged so far (before `os._exit`, and at exit); later records
+    are written directly."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, _OurHandler):
+            handler.stop()
+
+
+atexit.register(flush_logs)
