@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from captures import load_capture
+from comfyui_worker.observability.logs import flush_logs
 from lh.fake_server import FakeLittleHorse
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Tests that call the CLI install our log handler on the stream pytest captured for
+    them, which pytest closes after the test: put the root logger back as it was."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    flush_logs()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

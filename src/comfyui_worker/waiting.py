@@ -15,6 +15,7 @@ import logging
 import uuid
 from typing import Any
 
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from .comfyui.client import ComfyUIClient
@@ -77,8 +78,11 @@ class Waiter:
 
     def release(self, stream: EventStream) -> None:
         """Close `stream` without waiting for its closing handshake, which would add about
-        half a millisecond to every job; `aclose` waits for those still closing."""
-        task = asyncio.create_task(_close(stream), name="comfyui-ws-close")
+        half a millisecond to every job; `aclose` waits for those still closing. Releasing
+        a stream released or closed already does nothing."""
+        if (conn := stream.detach()) is None:
+            return
+        task = asyncio.create_task(_close(conn, stream.url), name="comfyui-ws-close")
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
@@ -123,6 +127,8 @@ class Waiter:
                 continue  # other prompts' events, and broadcasts without a prompt id
             observer.event(pid, event)
             if event.is_done_signal(pid):
+                # Nothing more to hear: its closing handshake runs while history is read.
+                self.release(stream)
                 entry = await self.client.history(pid)
                 if entry is not None and ours.owns(entry.client_id):
                     return entry
@@ -200,8 +206,8 @@ class StreamAhead:
             self._waiter.release(stream)
 
 
-async def _close(stream: EventStream) -> None:
+async def _close(conn: ClientConnection, url: str) -> None:
     try:
-        await stream.close()
+        await conn.close()
     except Exception:  # a socket that is going away anyway; nothing depends on it
-        log.debug("closing websocket %s failed", stream.url, exc_info=True)
+        log.debug("closing websocket %s failed", url, exc_info=True)

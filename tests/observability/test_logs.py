@@ -8,7 +8,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,19 +25,7 @@ from comfyui_worker.observability.logs import (
 SECRET = "s3cr3t-value-that-must-not-leak"
 
 
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    flush_logs()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-async def test_json_lines_parse_and_carry_the_jobs_ids(
-    restore_logging: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_json_lines_parse_and_carry_the_jobs_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LHC_OAUTH_CLIENT_SECRET", SECRET)
     stream = io.StringIO()
     configure_logging(LogFormat.JSON, verbose=True, stream=stream)
@@ -71,9 +58,7 @@ async def test_json_lines_parse_and_carry_the_jobs_ids(
     assert SECRET not in stream.getvalue()
 
 
-def test_text_format_stays_as_before_and_is_redacted_too(
-    restore_logging: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_text_format_stays_as_before_and_is_redacted_too(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COMFYUI_STORE_SECRET_ACCESS_KEY", SECRET)
     stream = io.StringIO()
     configure_logging(LogFormat.TEXT, stream=stream)
@@ -85,7 +70,7 @@ def test_text_format_stays_as_before_and_is_redacted_too(
 
 
 def test_credentials_from_the_env_file_are_redacted_too(
-    restore_logging: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The SDK's LHC_* settings may come from `.env` (lh_settings_from_env_file): its secret
     must not reach a log either."""
@@ -112,7 +97,7 @@ class StalledStream(io.StringIO):
         return super().write(text)
 
 
-def test_a_stalled_stderr_does_not_hold_up_the_code_that_logs(restore_logging: None) -> None:
+def test_a_stalled_stderr_does_not_hold_up_the_code_that_logs() -> None:
     stream = StalledStream()
     configure_logging(LogFormat.TEXT, stream=stream)
     log = logging.getLogger("comfyui_worker.x")
@@ -163,7 +148,6 @@ def test_only_credential_settings_count_as_secrets() -> None:
     ],
 )
 def test_bad_observability_settings_name_the_variable(
-    restore_logging: None,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     name: str,

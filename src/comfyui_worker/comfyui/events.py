@@ -81,9 +81,14 @@ class EventStream:
             if event is not None:
                 return event
 
+    def detach(self) -> ClientConnection | None:
+        """Take the connection out (None if there is none): the stream is closed from now on
+        and the caller closes the connection."""
+        conn, self._conn = self._conn, None
+        return conn
+
     async def close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
+        if (conn := self.detach()) is not None:
             await conn.close()
 
 
