@@ -7,9 +7,9 @@
 Prints one Markdown table: the minimal client (the floor), the Executor in websocket and poll
 mode and one task through a real `comfyui-worker serve` under a fake LittleHorse server, all
 in the same rounds; burst throughput through LittleHorse against prompts posted straight to
-ComfyUI; how long after ComfyUI's execution_success each has the result; the idle gap
-between jobs in ComfyUI; serve's idle memory and CPU; and a 200 MB output delivered to S3
-(moto on loopback) in store mode against obstore's own upload. Jobs are tiny and model-free
+ComfyUI; how long after ComfyUI's execution_success each has the result; the CPU each spends
+per job; the idle gap between jobs in ComfyUI; serve's idle memory and CPU; and a 200 MB
+output delivered to S3 (moto on loopback) in store mode against obstore's own upload. Jobs are tiny and model-free
 (EmptyImage -> PreviewImage), so what is measured is the overhead around ComfyUI. About a
 minute with the defaults; --time-limit bounds it.
 """
@@ -142,6 +142,23 @@ def latency_rows(lat: Latencies) -> list[Row]:
     rows += [
         sample_row(f"execution_success -> {name}", lat.detection[kind], "ms")
         for kind, name in detection.items()
+    ]
+    cpu = {
+        "floor": "minimal client (its thread)",
+        "websocket": "Executor, websocket mode (its thread)",
+        "serve": "serve, per task (the whole process)",
+    }
+    floor_cpu = lat.cpu_ms["floor"]
+    rows += [
+        Row(
+            f"mean CPU per job: {name}",
+            len(lat.ms[kind]),
+            lat.cpu_ms[kind],
+            None,
+            "ms",
+            "" if kind == "floor" else f"{lat.cpu_ms[kind] - floor_cpu:+.1f} ms over the floor",
+        )
+        for kind, name in cpu.items()
     ]
     return rows
 

@@ -21,7 +21,7 @@ from .comfy import (
     minimal_job,
     tiny_workflow,
 )
-from .serve import Serve, lh_burst, task_job
+from .serve import Serve, lh_burst, process_cpu_s, task_job
 
 LATENCY_KINDS = ("floor", "websocket", "poll", "serve")
 
@@ -36,6 +36,8 @@ class Latencies:
         default_factory=lambda: {k: [] for k in LATENCY_KINDS}
     )
     detection: dict[str, list[float]] = field(default_factory=dict)
+    # CPU milliseconds spent per job: the in-process kinds' own thread, serve's whole process.
+    cpu_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,14 +73,21 @@ async def latencies(
         "poll": lambda: _timed_executor(by_mode[CompletionMode.POLL]),
         "serve": lambda: task_job(serve),
     }
+    cpu = dict.fromkeys(LATENCY_KINDS, 0.0)
     try:
         for n in range(warmup + rounds):
             for i in range(len(LATENCY_KINDS)):
                 kind = LATENCY_KINDS[(n + i) % len(LATENCY_KINDS)]
+                # Only the serve task runs in another process; the rest run on this thread
+                # (an Executor's rare worker-thread trips are not counted).
+                used = process_cpu_s(serve.pid) if kind == "serve" else time.thread_time()
                 ms, prompt_id, done = await timed[kind]()
+                used = (process_cpu_s(serve.pid) if kind == "serve" else time.thread_time()) - used
                 if n >= warmup:
                     out.ms[kind].append(ms)
                     out.done[kind].append((prompt_id, done))
+                    cpu[kind] += used
+        out.cpu_ms = {kind: total * 1000 / rounds for kind, total in cpu.items()}
     finally:
         for executor in by_mode.values():
             await executor.aclose()

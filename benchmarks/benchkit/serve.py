@@ -130,6 +130,15 @@ async def idle_usage(pid: int, seconds: float) -> tuple[list[float], float]:
     return rss, cpu
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds all threads of a process have used, to the nanosecond (Linux schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
+
+
 def _cpu_ticks(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime
