@@ -9,9 +9,9 @@ mode and one task through a real `comfyui-worker serve` under a fake LittleHorse
 in the same rounds; burst throughput through LittleHorse against prompts posted straight to
 ComfyUI; how long after ComfyUI's execution_success each has the result; the CPU each spends
 per job; the idle gap between jobs in ComfyUI; serve's idle memory and CPU; and a 200 MB
-output delivered to S3 (moto on loopback) in store mode against obstore's own upload. Jobs are tiny and model-free
-(EmptyImage -> PreviewImage), so what is measured is the overhead around ComfyUI. About a
-minute with the defaults; --time-limit bounds it.
+output delivered to S3 (moto on loopback) in store mode against obstore's own upload. Jobs
+are tiny and model-free (EmptyImage -> PreviewImage), so what is measured is the overhead
+around ComfyUI. About a minute with the defaults; --time-limit bounds it.
 """
 
 from __future__ import annotations

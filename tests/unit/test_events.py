@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
 from comfyui_worker.comfyui.events import EventStream, parse_event, proxy_for
 from comfyui_worker.exceptions import TransportError
@@ -38,6 +39,26 @@ async def test_connect_failure_is_a_transport_error() -> None:
     stream = EventStream("ws://127.0.0.1:9", "cid", open_timeout=2)
     with pytest.raises(TransportError, match=r"websocket ws://127.0.0.1:9/ws\?clientId=cid"):
         await stream.connect()
+
+
+async def test_the_socket_asks_for_no_compression() -> None:
+    """ComfyUI's aiohttp deflates every message when the client offers permessage-deflate:
+    CPU on both sides for small JSON and already-compressed previews."""
+    offered: list[str | None] = []
+
+    async def handler(conn: ServerConnection) -> None:
+        assert conn.request is not None
+        offered.append(conn.request.headers.get("Sec-WebSocket-Extensions"))
+        await conn.send(json.dumps({"type": "status", "data": {}}))
+        await conn.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        stream = EventStream(f"ws://127.0.0.1:{port}", "cid")
+        await stream.connect()
+        assert (await stream.next_event()).type == "status"
+        await stream.close()
+    assert offered == [None]
 
 
 @pytest.fixture

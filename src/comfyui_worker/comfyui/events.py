@@ -63,6 +63,10 @@ class EventStream:
                 max_size=MAX_FRAME_BYTES,
                 ping_interval=20,
                 ping_timeout=20,
+                # Offered, ComfyUI's aiohttp would deflate every message for us to inflate:
+                # CPU on both sides per event, and on previews (already JPEG or PNG) for
+                # nothing. Its messages are small JSON or compressed images, on a local link.
+                compression=None,
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise TransportError(
