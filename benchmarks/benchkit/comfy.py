@@ -116,10 +116,11 @@ async def _done_signal(ws: ClientConnection) -> str:
             return str(data["prompt_id"])
 
 
-async def minimal_job(http: httpx.AsyncClient, target: Target) -> tuple[str, float]:
+async def minimal_job(http: httpx.AsyncClient, target: Target) -> tuple[str, float, float]:
     """What anyone would write against ComfyUI's API, with the same libraries the worker uses:
     a fresh websocket, POST, wait for the done signal, GET history. Returns the prompt id
-    and the wall-clock time it had the result."""
+    and when it had the result, by the wall clock and by `perf_counter` (before closing the
+    socket, as the worker has its result before its socket is closed)."""
     client_id, prompt_id = uuid.uuid4().hex, str(uuid.uuid4())
     async with (
         asyncio.timeout(JOB_TIMEOUT),
@@ -131,10 +132,10 @@ async def minimal_job(http: httpx.AsyncClient, target: Target) -> tuple[str, flo
         while await _done_signal(ws) != prompt_id:
             pass
         entry = await history_entry(http, prompt_id)
-        done = time.time()
+        done, done_counter = time.time(), time.perf_counter()
     if entry["status"]["status_str"] != "success":
         raise RuntimeError(f"prompt {prompt_id} failed: {entry['status']}")
-    return prompt_id, done
+    return prompt_id, done, done_counter
 
 
 async def direct_burst(

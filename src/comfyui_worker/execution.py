@@ -116,14 +116,22 @@ class _Submittable:
 class Executor:
     """Runs workflows on one ComfyUI server; one per process (it owns the in-flight limit)."""
 
-    def __init__(self, settings: Settings, *, client: ComfyUIClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: ComfyUIClient | None = None,
+        keep_spare_socket: bool = False,
+    ) -> None:
+        """`keep_spare_socket`: keep a websocket open for the next job, so its handshake is
+        not on that job's path (a long-running worker; see `comfyui.sockets`)."""
         self.settings = settings
         self.client = client or ComfyUIClient.from_settings(settings)
         self.dirs = OutputDirs(
             output=settings.output_dir, temp=settings.temp_dir, input=settings.input_dir
         )
         self._slots = asyncio.Semaphore(settings.max_in_flight)
-        self._waiter = Waiter(settings, self.client)
+        self._waiter = Waiter(settings, self.client, keep_spare_socket=keep_spare_socket)
 
     async def aclose(self) -> None:
         await self._waiter.aclose()
@@ -274,6 +282,9 @@ class Executor:
             client_id = stream.client_id if stream else uuid.uuid4().hex
             ours = Submission(pid, client_id)
             submitted = await self.client.submit(prompt, prompt_id=pid, client_id=client_id)
+            if stream is not None:
+                # This job's handshake is behind it; the next job's can happen now.
+                self._waiter.sockets.replenish()
             for node_error in submitted.node_errors:
                 observer.note(pid, f"will not run: {node_error.describe()}")
             observer.note(pid, "submitted")

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from .comfyui.client import ComfyUIClient
 from .comfyui.events import Event, EventStream
 from .comfyui.models import HistoryEntry, Submission
+from .comfyui.sockets import Sockets
 from .constants import CompletionMode
 from .exceptions import PromptLostError, TransportError
 from .observability import metrics
@@ -29,8 +28,6 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 WS_RECONNECT_ATTEMPTS = 3
-# At exit, how long to wait for websockets still closing (their handshakes are not awaited).
-CLOSING_TIMEOUT = 2.0
 
 
 class JobObserver:
@@ -67,43 +64,36 @@ class JobObserver:
 class Waiter:
     """Watches submissions on one ComfyUI server (the Executor's client and settings)."""
 
-    def __init__(self, settings: Settings, client: ComfyUIClient) -> None:
+    def __init__(
+        self, settings: Settings, client: ComfyUIClient, *, keep_spare_socket: bool = False
+    ) -> None:
         self.settings = settings
         self.client = client
-        self._closing: set[asyncio.Task[None]] = set()
+        self.sockets = Sockets(
+            settings.ws_url,
+            open_timeout=settings.request_timeout,
+            keep_spare=keep_spare_socket and settings.completion_mode is CompletionMode.WEBSOCKET,
+        )
 
     def stream_ahead(self, pid: str, observer: JobObserver) -> StreamAhead:
         """Start opening a job's websocket now, to take it when the prompt is submitted."""
         return StreamAhead(self, pid, observer)
 
     def release(self, stream: EventStream) -> None:
-        """Close `stream` without waiting for its closing handshake, which would add about
-        half a millisecond to every job; `aclose` waits for those still closing. Releasing
-        a stream released or closed already does nothing."""
-        if (conn := stream.detach()) is None:
-            return
-        task = asyncio.create_task(_close(conn, stream.url), name="comfyui-ws-close")
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self.sockets.release(stream)
 
     async def aclose(self) -> None:
-        if self._closing:
-            await asyncio.wait(self._closing, timeout=CLOSING_TIMEOUT)
+        await self.sockets.aclose()
 
     async def open_stream(self, pid: str, observer: JobObserver) -> EventStream | None:
         if self.settings.completion_mode is not CompletionMode.WEBSOCKET:
             return None
-        # A fresh client id per job: a reused one can leave a socket that hears nothing.
-        stream = EventStream(
-            self.settings.ws_url, uuid.uuid4().hex, open_timeout=self.settings.request_timeout
-        )
         try:
-            await stream.connect()
+            return await self.sockets.open()
         except TransportError as exc:
             metrics.WS_FALLBACKS.inc()
             observer.note(pid, f"{exc}; falling back to polling")
             return None
-        return stream
 
     async def wait_ws(
         self, ours: Submission, stream: EventStream, observer: JobObserver
@@ -204,10 +194,3 @@ class StreamAhead:
         opened = not opening.cancelled() and opening.exception() is None
         if opened and (stream := opening.result()) is not None:
             self._waiter.release(stream)
-
-
-async def _close(conn: ClientConnection, url: str) -> None:
-    try:
-        await conn.close()
-    except Exception:  # a socket that is going away anyway; nothing depends on it
-        log.debug("closing websocket %s failed", url, exc_info=True)

@@ -4,6 +4,7 @@ closed after the job without holding it up: whatever way the job goes, no socket
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +152,44 @@ async def test_a_prompt_that_cannot_be_prepared_leaves_no_socket(
         await run(settings, prompt_id=PID, prepare=prepare)
     assert not httpx_mock.get_requests(method="POST")
     assert len(sockets.seen) == 1 and await sockets.all_closed()
+
+
+async def test_a_long_running_worker_gives_the_next_job_the_socket_it_kept(
+    tmp_path: Path, httpx_mock: HTTPXMock, ok_history: dict[str, Any], ws_server: Any
+) -> None:
+    """With `keep_spare_socket` (serve), the socket opened after a job's submit is the next
+    job's: that job's handshake is not on its path."""
+    posted: list[str] = []
+
+    async def done_once_submitted(conn: ServerConnection, n: int) -> None:
+        # The done signal once a prompt was submitted with this socket's client id.
+        while seen[n - 1] not in posted:
+            if conn.close_code is not None:
+                return
+            await asyncio.sleep(0.005)
+        await conn.send(event("executing", node=None, prompt_id=PID))
+        await conn.wait_closed()
+
+    url, seen = await ws_server(done_once_submitted)
+
+    def accept(request: httpx.Request) -> httpx.Response:
+        posted.append(json.loads(request.content)["client_id"])
+        return httpx.Response(200, json={"prompt_id": PID, "number": 1, "node_errors": {}})
+
+    for _ in range(2):
+        httpx_mock.add_response(url=f"{url}/queue", json=EMPTY_QUEUE)
+        httpx_mock.add_response(url=f"{url}/history/{PID}", json={})
+        httpx_mock.add_callback(accept, method="POST", url=f"{url}/prompt")
+        expect_history(httpx_mock, url, ok_history)
+    settings = settings_for(tmp_path, url, completion_mode="websocket")
+    executor = Executor(settings, keep_spare_socket=True)
+    try:
+        await executor.run(WORKFLOW, prompt_id=PID)
+        async with asyncio.timeout(5):  # the spare, opened once the first job submitted
+            while len(seen) < 2:
+                await asyncio.sleep(0.005)
+        await executor.run(WORKFLOW, prompt_id=PID)
+    finally:
+        await executor.aclose()
+    assert posted == seen[:2]  # the second job submitted with the spare's client id
+    assert len(seen) == 3  # and left a spare for the job after it

@@ -6,6 +6,7 @@ The websocket only wakes us up; `/history` stays the source of truth. Binary fra
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -14,6 +15,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.protocol import State
 from websockets.proxy import get_proxy
 from websockets.uri import parse_uri
 
@@ -84,6 +86,19 @@ class EventStream:
             event = parse_event(frame)
             if event is not None:
                 return event
+
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None and self._conn.state is State.OPEN
+
+    async def drain(self) -> None:
+        """Read and drop every frame until the socket closes (a spare waiting for its job);
+        cancelling it loses nothing the next read would return."""
+        if self._conn is None:
+            return
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await self._conn.recv()
 
     def detach(self) -> ClientConnection | None:
         """Take the connection out (None if there is none): the stream is closed from now on

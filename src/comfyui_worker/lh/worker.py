@@ -180,7 +180,7 @@ async def serve(settings: Settings, config: LHConfig | None = None) -> None:
     thread)."""
     config = config or lh_config(settings)
     log.debug("LittleHorse settings: %s", describe_lh_config(config))
-    executor = Executor(settings)
+    executor = Executor(settings, keep_spare_socket=True)
     media = Media(settings, executor.client)
     templates = template_store(executor)
     tasks = task_functions(executor, media, templates)
