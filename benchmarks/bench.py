@@ -33,7 +33,7 @@ from benchkit.serve import idle_usage, serve_process
 from benchkit.table import Row, median, overhead, render, sample_row
 
 DEFAULT_IN_FLIGHT = 2  # COMFYUI_MAX_IN_FLIGHT's default
-SHORT_JOBS_IN_FLIGHT = 4  # what the README recommends for many short jobs
+SHORT_JOBS_IN_FLIGHT = 4  # what the README suggests for short jobs on a busy host
 # A real ComfyUI v0.3.64 on CPU runs the tiny job in 5-8 ms (POST to execution_success).
 MOCK_JOB_SECONDS = 0.005
 
