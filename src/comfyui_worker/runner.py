@@ -25,11 +25,12 @@ from .exceptions import (
     PromptValidationError,
     UnknownTemplateError,
 )
-from .execution import Executor, JobObserver, JobResult
+from .execution import Executor, JobObserver
 from .job import InputSource, Job, TemplateBinder
 from .media.delivery import Delivery, OutputRequest, remove_files
 from .media.inputs import InputUploader, UploadedInput, check_references, upload_name
 from .media.store import ObjectStores
+from .results import JobResult
 from .settings import Settings
 from .workflow import validate_workflow
 

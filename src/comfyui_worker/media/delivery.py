@@ -19,8 +19,8 @@ from typing import Any
 
 from ..constants import OutputMode
 from ..exceptions import InvalidJobError, OutputError, OutputTooLargeError
-from ..execution import JobResult
 from ..outputs import FileDigest, OutputFile
+from ..results import JobResult
 from ..settings import Settings
 from ..streams import file_digest
 from .manifest import DeliveredFile, mime_of
