@@ -77,12 +77,24 @@ def history_once_connected(sockets: Sockets, body: dict[str, Any]) -> Any:
     return answer
 
 
+async def resume_check(
+    ws_server: Any, httpx_mock: HTTPXMock, history: Any, *, done_signal: bool = False
+) -> Sockets:
+    """The websocket server, and the resume check's reads: an empty queue, then `history`
+    (a callback) for the prompt."""
+    sockets = await sockets_for(ws_server, done_signal=done_signal)
+    httpx_mock.add_response(url=f"{sockets.url}/queue", json=EMPTY_QUEUE)
+    httpx_mock.add_callback(
+        history if callable(history) else history_once_connected(sockets, history),
+        url=f"{sockets.url}/history/{PID}",
+    )
+    return sockets
+
+
 async def test_the_websocket_opens_while_the_resume_check_reads_history(
     tmp_path: Path, httpx_mock: HTTPXMock, ok_history: dict[str, Any], ws_server: Any
 ) -> None:
-    sockets = await sockets_for(ws_server, done_signal=True)
-    httpx_mock.add_response(url=f"{sockets.url}/queue", json=EMPTY_QUEUE)
-    httpx_mock.add_callback(history_once_connected(sockets, {}), url=f"{sockets.url}/history/{PID}")
+    sockets = await resume_check(ws_server, httpx_mock, {}, done_signal=True)
     expect_submit(httpx_mock, sockets.url)
     expect_history(httpx_mock, sockets.url, ok_history)
     settings = settings_for(tmp_path, sockets.url, completion_mode="websocket")
@@ -99,11 +111,7 @@ async def test_a_reused_prompt_closes_the_websocket_it_did_not_need(
     capture: Any,
     ws_server: Any,
 ) -> None:
-    sockets = await sockets_for(ws_server, done_signal=False)
-    httpx_mock.add_response(url=f"{sockets.url}/queue", json=EMPTY_QUEUE)
-    httpx_mock.add_callback(
-        history_once_connected(sockets, ok_history), url=f"{sockets.url}/history/{PID}"
-    )
+    sockets = await resume_check(ws_server, httpx_mock, ok_history)
     expect_output_classes(httpx_mock, capture, sockets.url)
     settings = settings_for(tmp_path, sockets.url, completion_mode="websocket")
     result = await run(settings, prompt_id=PID)
@@ -115,8 +123,6 @@ async def test_a_reused_prompt_closes_the_websocket_it_did_not_need(
 async def test_a_job_cancelled_during_the_resume_check_leaves_no_socket(
     tmp_path: Path, httpx_mock: HTTPXMock, ws_server: Any
 ) -> None:
-    sockets = await sockets_for(ws_server, done_signal=False)
-    httpx_mock.add_response(url=f"{sockets.url}/queue", json=EMPTY_QUEUE)
     looked_up = asyncio.Event()
 
     async def never_answered(request: httpx.Request) -> httpx.Response:
@@ -125,7 +131,7 @@ async def test_a_job_cancelled_during_the_resume_check_leaves_no_socket(
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
-    httpx_mock.add_callback(never_answered, url=f"{sockets.url}/history/{PID}")
+    sockets = await resume_check(ws_server, httpx_mock, never_answered)
     executor = Executor(settings_for(tmp_path, sockets.url, completion_mode="websocket"))
     job = asyncio.create_task(executor.run(WORKFLOW, prompt_id=PID))
     async with asyncio.timeout(5):
@@ -140,9 +146,7 @@ async def test_a_job_cancelled_during_the_resume_check_leaves_no_socket(
 async def test_a_prompt_that_cannot_be_prepared_leaves_no_socket(
     tmp_path: Path, httpx_mock: HTTPXMock, ws_server: Any
 ) -> None:
-    sockets = await sockets_for(ws_server, done_signal=False)
-    httpx_mock.add_response(url=f"{sockets.url}/queue", json=EMPTY_QUEUE)
-    httpx_mock.add_callback(history_once_connected(sockets, {}), url=f"{sockets.url}/history/{PID}")
+    sockets = await resume_check(ws_server, httpx_mock, {})
 
     async def prepare(workflow: dict[str, Any]) -> dict[str, Any]:
         raise InvalidInputError("the URL answered 404", input_name="photo", rule="status")
