@@ -69,7 +69,7 @@ async def test_every_job_gets_a_socket_and_client_id_of_its_own(server: Server) 
 async def test_the_spare_is_the_next_jobs_socket(server: Server) -> None:
     sockets = Sockets(server.url, open_timeout=5, keep_spare=True)
     sockets.replenish()
-    await server.until(lambda: len(server.ids) == 1)
+    await server.until(lambda: sockets.spare_ready)
     spare_id = server.ids[0]
     stream = await sockets.open()
     assert stream.client_id == spare_id and stream.is_open and server.ids == [spare_id]
@@ -153,3 +153,40 @@ async def test_aclose_closes_the_spare_and_released_sockets(server: Server) -> N
     assert len(server.ids) == 2
     with pytest.raises(ConnectionClosed):
         await job.next_event()
+
+
+async def test_a_spare_still_connecting_is_left_for_a_later_job(server: Server) -> None:
+    sockets = Sockets(server.url, open_timeout=5, keep_spare=True)
+    sockets.replenish()
+    # Taken in the same turn: its handshake has not even started.
+    first = await sockets.open()
+    await server.until(lambda: sockets.spare_ready)
+    spare_id = next(i for i in server.ids if i != first.client_id)
+    second = await sockets.open()
+    assert second.client_id == spare_id  # finished its handshake and served the next job
+    for job in (first, second):
+        sockets.release(job)
+    await sockets.aclose()
+
+
+async def test_a_socket_released_with_frames_unread_still_closes_at_once(server: Server) -> None:
+    # Past 16 unread frames websockets stops reading, and would not see the answer to its
+    # close frame until its 10 s close timeout.
+    sent = asyncio.Event()
+
+    async def chatty(conn: ServerConnection, client_id: str) -> None:
+        for _ in range(64):
+            await conn.send('{"type": "status", "data": {"status": {}}}')
+        sent.set()
+
+    server.behaviour = chatty
+    sockets = Sockets(server.url, open_timeout=5)
+    stream = await sockets.open()
+    async with asyncio.timeout(5):
+        await sent.wait()
+    await asyncio.sleep(0.05)  # they reach the client, which reads none of them
+    started = asyncio.get_running_loop().time()
+    sockets.release(stream)
+    await sockets.aclose()
+    await server.until(lambda: stream.client_id in server.gone)
+    assert asyncio.get_running_loop().time() - started < 1.5

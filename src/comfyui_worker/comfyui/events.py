@@ -94,11 +94,8 @@ class EventStream:
     async def drain(self) -> None:
         """Read and drop every frame until the socket closes (a spare waiting for its job);
         cancelling it loses nothing the next read would return."""
-        if self._conn is None:
-            return
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                await self._conn.recv()
+        if self._conn is not None:
+            await read_until_closed(self._conn)
 
     def detach(self) -> ClientConnection | None:
         """Take the connection out (None if there is none): the stream is closed from now on
@@ -109,6 +106,14 @@ class EventStream:
     async def close(self) -> None:
         if (conn := self.detach()) is not None:
             await conn.close()
+
+
+async def read_until_closed(conn: ClientConnection) -> None:
+    """Read and drop frames until the connection closes. Frames left unread pause reading
+    once 16 are queued, and a paused connection never sees the answer to its close frame."""
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            await conn.recv()
 
 
 @functools.cache

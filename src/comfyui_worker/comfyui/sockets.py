@@ -16,7 +16,7 @@ import uuid
 from websockets.asyncio.client import ClientConnection
 
 from ..exceptions import TransportError
-from .events import EventStream
+from .events import EventStream, read_until_closed
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,20 @@ class Sockets:
         """A connected stream with a client id of its own (a reused one can leave a socket
         that hears nothing): the spare if one is ready, else a new one. Raises
         TransportError."""
-        if (spare := self._spare) is not None:
+        # A spare still connecting is left to finish for a later job: cancelling a handshake
+        # halfway would waste it.
+        if (spare := self._spare) is not None and not spare.connecting:
             self._spare = None
             if (stream := await spare.take()) is not None:
                 return stream
         stream = EventStream(self.ws_url, uuid.uuid4().hex, open_timeout=self.open_timeout)
         await stream.connect()
         return stream
+
+    @property
+    def spare_ready(self) -> bool:
+        """A spare is connected and waiting for a job."""
+        return self._spare is not None and self._spare.open
 
     def replenish(self) -> None:
         """Start opening a spare for the next job, if asked to keep one and none is there."""
@@ -92,6 +99,14 @@ class _Spare:
         self._ready = True
         await self.stream.drain()
 
+    @property
+    def connecting(self) -> bool:
+        return not self._ready and not self._task.done()
+
+    @property
+    def open(self) -> bool:
+        return self._ready and not self._task.done() and self.stream.is_open
+
     async def take(self) -> EventStream | None:
         """The stream if it is connected and still open; else None (and it is closed)."""
         usable = self._ready and not self._task.done()
@@ -109,6 +124,11 @@ class _Spare:
 async def _close(conn: ClientConnection, url: str, delay: float = 0.0) -> None:
     try:
         await asyncio.sleep(delay)
-        await conn.close()
+        # Whatever is still queued for it is read while it closes (see read_until_closed).
+        reader = asyncio.create_task(read_until_closed(conn), name="comfyui-ws-close-read")
+        try:
+            await conn.close()
+        finally:
+            reader.cancel()
     except Exception:  # a socket that is going away anyway; nothing depends on it
         log.debug("closing websocket %s failed", url, exc_info=True)
