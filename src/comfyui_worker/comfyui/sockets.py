@@ -29,6 +29,8 @@ CLOSE_DELAY = 0.05
 
 
 class Sockets:
+    """Hands out, keeps and closes the job websockets of one ComfyUI (one per Executor)."""
+
     def __init__(self, ws_url: str, *, open_timeout: float, keep_spare: bool = False) -> None:
         self.ws_url = ws_url
         self.open_timeout = open_timeout
