@@ -258,7 +258,7 @@ class Executor:
             )
         finally:
             if stream is not None:
-                self._waiter.release(stream)
+                self._waiter.sockets.release(stream)
         if submitted.answer_lost:
             return _Outcome(entry, await self._refused_outputs(prompt, entry))
         return _Outcome(entry, submitted.node_errors)

@@ -116,7 +116,7 @@ async def run_job(
             prompt_id=pid,
             observer=observer,
             prepare=upload_inputs if inputs else None,
-            digest_files=request.mode is OutputMode.PATH,
+            digest_files=request.digests_in_run,
         )
     except PROMPT_ENDED:
         await _cleanup_inputs(media.settings, pid, inputs, uploaded)
@@ -144,7 +144,7 @@ async def run_workflow(
         workflow,
         prompt_id=prompt_id,
         observer=observer,
-        digest_files=request.mode is OutputMode.PATH,
+        digest_files=request.digests_in_run,
     )
     return await _deliver(media, result, request)
 

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from .comfyui.client import ComfyUIClient
 from .comfyui.events import Event, EventStream
 from .comfyui.models import HistoryEntry, Submission
-from .comfyui.sockets import Sockets
+from .comfyui.sockets import Sockets, settle
 from .constants import CompletionMode
 from .exceptions import PromptLostError, TransportError
 from .observability import metrics
@@ -79,9 +79,6 @@ class Waiter:
         """Start opening a job's websocket now, to take it when the prompt is submitted."""
         return StreamAhead(self, pid, observer)
 
-    def release(self, stream: EventStream) -> None:
-        self.sockets.release(stream)
-
     async def aclose(self) -> None:
         await self.sockets.aclose()
 
@@ -118,7 +115,7 @@ class Waiter:
             observer.event(pid, event)
             if event.is_done_signal(pid):
                 # Nothing more to hear: its closing handshake runs while history is read.
-                self.release(stream)
+                self.sockets.release(stream)
                 entry = await self.client.history(pid)
                 if entry is not None and ours.owns(entry.client_id):
                     return entry
@@ -187,10 +184,5 @@ class StreamAhead:
     async def discard(self) -> None:
         """Close the stream if nobody took it (cancelled if it is still opening)."""
         opening, self._opening = self._opening, None
-        if opening is None:
-            return
-        opening.cancel()
-        await asyncio.wait([opening])
-        opened = not opening.cancelled() and opening.exception() is None
-        if opened and (stream := opening.result()) is not None:
-            self._waiter.release(stream)
+        if opening is not None and (stream := await settle(opening)) is not None:
+            self._waiter.sockets.release(stream)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from typing import TypeVar
 
 from websockets.asyncio.client import ClientConnection
 
@@ -19,6 +20,8 @@ from ..exceptions import TransportError
 from .events import EventStream, read_until_closed
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # At exit, how long to wait for websockets still closing (their handshakes are not awaited).
 CLOSING_TIMEOUT = 2.0
@@ -112,15 +115,24 @@ class _Spare:
     async def take(self) -> EventStream | None:
         """The stream if it is connected and still open; else None (and it is closed)."""
         usable = self._ready and not self._task.done()
-        self._task.cancel()
-        await asyncio.wait([self._task])  # not `await task`: that would swallow our own cancel
-        if not self._task.cancelled() and (exc := self._task.exception()) is not None:
-            log.debug("spare websocket failed: %r", exc)
-            usable = False
+        await settle(self._task)
         if usable and self.stream.is_open:
             return self.stream
         await self.stream.close()
         return None
+
+
+async def settle(task: asyncio.Task[T]) -> T | None:
+    """Cancel `task` and wait for it to end: its result if it had finished, else None (its
+    error, if any, logged). Not `await task`, which would swallow our own cancellation."""
+    task.cancel()
+    await asyncio.wait([task])
+    if task.cancelled():
+        return None
+    if (exc := task.exception()) is not None:
+        log.debug("%s failed: %r", task.get_name(), exc)
+        return None
+    return task.result()
 
 
 async def _close(conn: ClientConnection, url: str, delay: float = 0.0) -> None:

@@ -36,6 +36,12 @@ class OutputRequest:
     mode: OutputMode
     presign_seconds: int | None = None
 
+    @property
+    def digests_in_run(self) -> bool:
+        """Path mode describes files by size and sha256: `Executor.run` reads them in the
+        pass that finds the files (`digest_files`), so delivery reads no file again."""
+        return self.mode is OutputMode.PATH
+
 
 class Delivery:
     """Delivers a JobResult's files the way a job asks; one per process."""
