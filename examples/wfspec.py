@@ -65,6 +65,10 @@ BUSINESS_EXCEPTIONS: dict[str, str] = {
     "comfyui-unsafe-output-path": (
         "ComfyUI reported an output outside its output/temp directories; it was not returned."
     ),
+    "comfyui-prompt-conflict": (
+        "ComfyUI holds another job's prompt under this job's prompt id; workers of different "
+        "LittleHorse clusters sharing a ComfyUI need different COMFYUI_JOB_NAMESPACE values."
+    ),
 }
 # And those only the job envelope step raises.
 JOB_EXCEPTIONS: dict[str, str] = {

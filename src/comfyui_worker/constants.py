@@ -110,7 +110,8 @@ class ExceptionName(StrEnum):
     UNKNOWN_TEMPLATE = "comfyui-unknown-template"
     INVALID_PARAMS = "comfyui-invalid-params"
     BROKEN_TEMPLATE = "comfyui-broken-template"
+    PROMPT_CONFLICT = "comfyui-prompt-conflict"
 
 
 PROMPT_ID_NAMESPACE = uuid.UUID("6f1c2a53-2f4e-5b7a-9c1d-3e8f0a4b5c6d")
-"""UUIDv5 namespace: prompt_id = uuid5(namespace, LittleHorse idempotency key)."""
+"""UUIDv5 namespace of prompt ids: uuid5(namespace, the job's identity), see `lh.identity`."""

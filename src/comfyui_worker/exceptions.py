@@ -11,7 +11,8 @@
     │   │   └── MissingNodeError .... ... because a class_type is not installed
     │   ├── ExecutionError .......... a node raised while running (execution_error)
     │   ├── ExecutionInterrupted .... the prompt was interrupted (execution_interrupted)
-    │   └── PromptLostError ......... the prompt vanished from queue and history (restart)
+    │   ├── PromptLostError ......... the prompt vanished from queue and history (restart)
+    │   └── PromptConflictError ..... the prompt under this job's id is another job's
     ├── JobTimeoutError ............. the job deadline passed (also a `TimeoutError`)
     ├── InvalidJobError ............. the job envelope is malformed (unknown key, both/neither...)
     ├── InputError .................. an input file of the job cannot be provided
@@ -200,6 +201,31 @@ class PromptLostError(ComfyUIError):
             "ComfyUI was probably restarted and dropped it"
         )
         self.prompt_id = prompt_id
+
+
+class PromptConflictError(ComfyUIError):
+    """ComfyUI holds a prompt under this job's prompt_id that another job submitted (or one
+    given something else): its outputs are not this job's, and every retry finds it again."""
+
+    def __init__(self, prompt_id: str, *, ours: str, theirs: str | None) -> None:
+        found = f"job {theirs}" if theirs else "a submitter that did not tag it"
+        super().__init__(
+            f"ComfyUI already holds prompt {prompt_id}, submitted by {found} with other "
+            f"inputs, not by this job ({ours}); its outputs are not delivered. Workers of "
+            "different LittleHorse clusters sharing one ComfyUI need different "
+            "COMFYUI_JOB_NAMESPACE values"
+        )
+        self.prompt_id = prompt_id
+        self.ours = ours
+        self.theirs = theirs
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "message": str(self),
+            "prompt_id": self.prompt_id,
+            "job": self.ours,
+            "found_job": self.theirs,
+        }
 
 
 class JobTimeoutError(ComfyUIWorkerError, TimeoutError):

@@ -7,7 +7,9 @@
 Every attempt of one task uses the same prompt_id, so what ComfyUI holds under it may be an
 earlier attempt's: a prompt still running is attached to (and run again once if it ends
 interrupted), a finished success is reused (its node_errors rebuilt from its history entry),
-and outputs whose files are gone are made again after dropping ComfyUI's cache.
+and outputs whose files are gone are made again after dropping ComfyUI's cache. Only a prompt
+carrying this job's tag (`PromptTag`) is taken for an earlier attempt's; any other is another
+job's, and the job fails rather than deliver its outputs.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .comfyui.client import ComfyUIClient
-from .comfyui.models import HistoryEntry, Submission
+from .comfyui.models import HistoryEntry, PromptTag, Submission
 from .constants import JobStatus
 from .exceptions import (
     ComfyUIError,
@@ -28,6 +30,7 @@ from .exceptions import (
     NodeError,
     NodeInputError,
     OutputMissingError,
+    PromptConflictError,
 )
 from .outputs import (
     OutputDirs,
@@ -63,8 +66,11 @@ Prepare = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 class _Submittable:
     """A job's workflow, and the prompt `prepare` makes of it the first time it is needed."""
 
-    def __init__(self, workflow: dict[str, Any], prepare: Prepare | None) -> None:
+    def __init__(
+        self, workflow: dict[str, Any], prepare: Prepare | None, tag: PromptTag | None
+    ) -> None:
         self.workflow = workflow
+        self.tag = tag
         self._prepare = prepare
         self._prompt: dict[str, Any] | None = workflow if prepare is None else None
 
@@ -107,8 +113,12 @@ class Executor:
         observer: JobObserver | None = None,
         prepare: Prepare | None = None,
         digest_files: bool = False,
+        tag: PromptTag | None = None,
     ) -> JobResult:
         """Run `workflow`; with a `prompt_id` from an earlier attempt, attach instead of rerun.
+
+        `tag` names the job and what it was given; the prompt carries it, and a prompt found
+        under `prompt_id` is attached to or reused only if it carries the same tag.
 
         `prepare` turns the workflow into the prompt to submit (a job uploads its inputs
         there). It runs once, and only when the prompt is really submitted: a retry that
@@ -118,7 +128,7 @@ class Executor:
 
         Raises InvalidWorkflowError, PromptValidationError, ExecutionError,
         ExecutionInterrupted, PromptLostError, JobTimeoutError, UnsafeOutputPathError,
-        OutputMissingError or a transport error (see `exceptions`).
+        OutputMissingError, PromptConflictError or a transport error (see `exceptions`).
         """
         prompt = validate_workflow(workflow, max_bytes=self.settings.max_workflow_bytes)
         observer = observer or JobObserver()
@@ -130,7 +140,7 @@ class Executor:
                 async with self._slots:
                     observer.slot_acquired(pid)
                     return await self._run_job(
-                        _Submittable(prompt, prepare),
+                        _Submittable(prompt, prepare, tag),
                         pid,
                         resumable=prompt_id is not None,
                         observer=observer,
@@ -161,7 +171,7 @@ class Executor:
         # handshake costs a job nothing more than those reads already take.
         ahead = self._waiter.stream_ahead(pid, observer)
         try:
-            outcome = await self._resume(job.workflow, pid, observer) if resumable else None
+            outcome = await self._resume(job, pid, observer) if resumable else None
             if outcome is None:
                 outcome = await self._submit_and_wait(job, pid, observer, ahead)
         finally:
@@ -204,14 +214,14 @@ class Executor:
             digests=found.digests,
         )
 
-    async def _resume(
-        self, prompt: dict[str, Any], pid: str, observer: JobObserver
-    ) -> _Outcome | None:
+    async def _resume(self, job: _Submittable, pid: str, observer: JobObserver) -> _Outcome | None:
         """An earlier attempt's prompt to attach to or reuse; None when it must be submitted."""
+        prompt = job.workflow
         # The queue first: ComfyUI writes the history entry before it takes a prompt off the
         # queue, so a prompt finishing between the two reads is seen in one of them.
         queue = await self.client.queue()
         if (position := queue.position(pid)) is not None:
+            _check_tag(pid, job.tag, queue.tags.get(pid))
             # Its events go to the earlier attempt's client id, so watch it by polling.
             observer.note(pid, f"already {position} in ComfyUI; attaching to it")
             entry = await self._waiter.wait_poll(
@@ -224,6 +234,9 @@ class Executor:
                 return None
             return _Outcome(entry, await self._refused_outputs(prompt, entry), reused=True)
         finished = await self.client.history(pid)
+        if finished is not None:
+            # Even a failed entry: resubmitting would replace another job's history.
+            _check_tag(pid, job.tag, finished.tag)
         if finished is not None and finished.succeeded:
             observer.note(pid, "already finished by an earlier attempt; reusing its outputs")
             return _Outcome(finished, await self._refused_outputs(prompt, finished), reused=True)
@@ -243,7 +256,12 @@ class Executor:
             # those of earlier attempts under the same prompt_id.
             client_id = stream.client_id if stream else uuid.uuid4().hex
             ours = Submission(pid, client_id)
-            submitted = await self.client.submit(prompt, prompt_id=pid, client_id=client_id)
+            submitted = await self.client.submit(
+                prompt,
+                prompt_id=pid,
+                client_id=client_id,
+                extra_data=job.tag.as_extra_data() if job.tag else None,
+            )
             if stream is not None:
                 # This job's handshake is behind it; the next job's can happen now.
                 self._waiter.sockets.replenish()
@@ -302,3 +320,20 @@ class Executor:
                 await self.client.interrupt(pid)
         except (TimeoutError, ComfyUIError) as exc:
             log.warning("could not interrupt prompt %s (%s): %s", pid, why, exc)
+
+
+def _check_tag(pid: str, ours: PromptTag | None, found: PromptTag | None) -> None:
+    """Refuse a prompt under `pid` that is not this job's: a retry's earlier attempt carries
+    the very same tag (same TaskRun, same inputs)."""
+    if ours is None or found == ours:
+        return
+    log.error(
+        "prompt %s in ComfyUI belongs to %s, not to this job %s (digests %s and %s); "
+        "not using its outputs",
+        pid,
+        found.job if found else "an untagged submission",
+        ours.job,
+        found.digest[:12] if found else "none",
+        ours.digest[:12],
+    )
+    raise PromptConflictError(pid, ours=ours.job, theirs=found.job if found else None)

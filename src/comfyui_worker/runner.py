@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .comfyui.client import ComfyUIClient
+from .comfyui.models import PromptTag
 from .constants import OutputMode
 from .exceptions import (
     ExecutionError,
@@ -70,8 +71,10 @@ async def run_job(
     templates: TemplateBinder | None = None,
     prompt_id: str | None = None,
     observer: JobObserver | None = None,
+    tag: PromptTag | None = None,
 ) -> dict[str, Any]:
-    """Run one job envelope; raises the typed errors of `exceptions` (see lh/errors.py)."""
+    """Run one job envelope; raises the typed errors of `exceptions` (see lh/errors.py).
+    `prompt_id` and `tag` as `Executor.run` takes them."""
     pid = prompt_id or str(uuid.uuid4())
     observer = observer or JobObserver()
     request = media.delivery.request(job.output.mode, job.output.presign_seconds)
@@ -117,6 +120,7 @@ async def run_job(
             observer=observer,
             prepare=upload_inputs if inputs else None,
             digest_files=request.digests_in_run,
+            tag=tag,
         )
     except PROMPT_ENDED:
         await _cleanup_inputs(media.settings, pid, inputs, uploaded)
@@ -137,6 +141,7 @@ async def run_workflow(
     media: Media,
     prompt_id: str | None = None,
     observer: JobObserver | None = None,
+    tag: PromptTag | None = None,
 ) -> dict[str, Any]:
     """`execute-comfyui-workflow`: a bare workflow, outputs in the deployment's default mode."""
     request = media.delivery.request(None, None)
@@ -145,6 +150,7 @@ async def run_workflow(
         prompt_id=prompt_id,
         observer=observer,
         digest_files=request.digests_in_run,
+        tag=tag,
     )
     return await _deliver(media, result, request)
 

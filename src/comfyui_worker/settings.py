@@ -119,6 +119,12 @@ class Settings(BaseSettings):
         description="The TaskDefs `serve` and `register` handle: each one served keeps a poll "
         "outstanding, so serve only those the WfSpecs use",
     )
+    job_namespace: str = Field(
+        default="",
+        max_length=200,
+        description="Part of every prompt id: workers of one LittleHorse cluster share it, "
+        "workers of different clusters that share a ComfyUI must not",
+    )
 
     @field_validator("warmup_workflow", mode="before")
     @classmethod

@@ -85,7 +85,10 @@ _ONEOF_FOR_TYPE: dict[int, str] = {
     VariableType.BYTES: "bytes",
 }
 
-TaskRunKey = tuple[str, str]
+# (tenant, the WfRun id with its parents', task_guid): what makes a TaskRun unique.
+TaskRunKey = tuple[str, tuple[str, ...], str]
+DEFAULT_TENANT = "default"
+TENANT_HEADER = "tenantid"
 
 # Outcomes of waiting on a poll other than a response.
 _STOPPING = object()
@@ -112,9 +115,31 @@ class Handout:
     attempt_number: int
 
 
-def task_run_key(task_run_id: TaskRunId) -> TaskRunKey:
-    """A hashable identity for a TaskRunId (protobuf messages are not hashable)."""
-    return (task_run_id.wf_run_id.id, task_run_id.task_guid)
+def task_run_key(task_run_id: TaskRunId, tenant: str = DEFAULT_TENANT) -> TaskRunKey:
+    """A hashable identity for a TaskRun (protobuf messages are not hashable). The TaskRunId
+    alone is unique only inside its tenant, and its WfRun id only under its parent WfRun."""
+    path = [task_run_id.wf_run_id.id]
+    wf_run_id = task_run_id.wf_run_id
+    while wf_run_id.HasField("parent_wf_run_id"):
+        wf_run_id = wf_run_id.parent_wf_run_id
+        path.append(wf_run_id.id)
+    return (tenant, tuple(reversed(path)), task_run_id.task_guid)
+
+
+def _tenant(context: grpc.ServicerContext) -> str:
+    """The tenant a request is for: the SDK sends LHC_TENANT_ID as `tenantid` metadata."""
+    for key, value in context.invocation_metadata() or ():
+        if key == TENANT_HEADER and value:
+            return str(value)
+    return DEFAULT_TENANT
+
+
+def _wf_run_id(value: str | WfRunId) -> WfRunId:
+    if isinstance(value, WfRunId):
+        copy = WfRunId()
+        copy.CopyFrom(value)
+        return copy
+    return WfRunId(id=value)
 
 
 def _now() -> Timestamp:
@@ -176,6 +201,7 @@ class _PollStream:
     client_id: str | None = None
     closed: bool = False
     generation: int = 0
+    tenant: str = DEFAULT_TENANT
 
 
 class _Servicer(LittleHorseServicer):  # type: ignore[misc]
@@ -204,7 +230,7 @@ class _Servicer(LittleHorseServicer):  # type: ignore[misc]
         return self._fake._poll_task(request_iterator, context)
 
     def ReportTask(self, request: ReportTaskRun, context: grpc.ServicerContext) -> Empty:
-        return self._fake._report_task(request)
+        return self._fake._report_task(request, _tenant(context))
 
     def PutWfSpec(self, request: PutWfSpecRequest, context: grpc.ServicerContext) -> WfSpec:
         return self._fake._put_wf_spec(request, context)
@@ -242,11 +268,12 @@ class FakeLittleHorse:
 
         self._task_defs: dict[str, TaskDef] = {}
         self._wf_specs: list[PutWfSpecRequest] = []
-        self._queues: dict[str, collections.deque[ScheduledTask]] = collections.defaultdict(
-            collections.deque
+        # By (tenant, TaskDef name): a worker polls only its own tenant's tasks.
+        self._queues: dict[tuple[str, str], collections.deque[ScheduledTask]] = (
+            collections.defaultdict(collections.deque)
         )
         self._scheduled: dict[TaskRunKey, list[ScheduledTask]] = {}
-        self._reports: list[ReportTaskRun] = []
+        self._reports: list[tuple[str, ReportTaskRun]] = []
         self._report_times: dict[tuple[TaskRunKey, int], float] = {}
         self._registrations: list[RegisterTaskWorkerRequest] = []
         self._streams: list[_PollStream] = []
@@ -348,7 +375,7 @@ class FakeLittleHorse:
                 self._in_flight.discard((key, attempt))
                 self._timed_out.add((key, attempt))
                 run_id = self._scheduled[key][-1].task_run_id
-                redelivered.append((run_id, self.retry_task(run_id)))
+                redelivered.append((run_id, self.retry_task(run_id, tenant=key[0])))
             return redelivered
 
     @property
@@ -357,9 +384,11 @@ class FakeLittleHorse:
         with self._cond:
             return list(self._handouts)
 
-    def timed_out(self, task_run_id: TaskRunId, attempt_number: int) -> bool:
+    def timed_out(
+        self, task_run_id: TaskRunId, attempt_number: int, *, tenant: str = DEFAULT_TENANT
+    ) -> bool:
         with self._cond:
-            return (task_run_key(task_run_id), attempt_number) in self._timed_out
+            return (task_run_key(task_run_id, tenant), attempt_number) in self._timed_out
 
     def __enter__(self) -> FakeLittleHorse:
         return self.start()
@@ -419,23 +448,30 @@ class FakeLittleHorse:
         task_def_name: str,
         variables: Mapping[str, Any],
         *,
-        task_guid: str | None = None,
-        wf_run_id: str | None = None,
+        wf_run_id: str | WfRunId | None = None,
+        parent_wf_run_id: str | WfRunId | None = None,
+        thread_run_number: int = 0,
+        position: int = 1,
+        tenant: str = DEFAULT_TENANT,
         attempt_number: int = 0,
     ) -> TaskRunId:
-        """Queue a TaskRun for the worker polling `task_def_name`; returns its TaskRunId.
+        """Queue a TaskRun for a worker of `tenant` polling `task_def_name`; returns its
+        TaskRunId.
 
-        Values are converted with `littlehorse.to_variable_value` (pass a `VariableValue` to
-        send something exact). If the TaskDef is registered, the variables are put in its
-        input order and their types checked, as the server does before scheduling.
+        As on the real server, the TaskRun's `task_guid` is `"<thread>-<position>"` of its
+        NodeRun (`"0-1"` for the first task of every WfRun), so it repeats across WfRuns; the
+        WfRun id is random unless given, and a child WfRun names its parent. Values are
+        converted with `littlehorse.to_variable_value` (pass a `VariableValue` to send
+        something exact). If the TaskDef is registered, the variables are put in its input
+        order and their types checked, as the server does before scheduling.
         """
         with self._cond:
             task_def = self._task_defs.get(task_def_name)
         ordered = self._order_variables(task_def, variables)
-        run_id = TaskRunId(
-            wf_run_id=WfRunId(id=wf_run_id or uuid.uuid4().hex),
-            task_guid=task_guid or uuid.uuid4().hex,
-        )
+        wf_run = _wf_run_id(wf_run_id or uuid.uuid4().hex)
+        if parent_wf_run_id is not None:
+            wf_run.parent_wf_run_id.CopyFrom(_wf_run_id(parent_wf_run_id))
+        run_id = TaskRunId(wf_run_id=wf_run, task_guid=f"{thread_run_number}-{position}")
         task = ScheduledTask(
             task_run_id=run_id,
             task_def_id=TaskDefId(name=task_def_name),
@@ -445,29 +481,32 @@ class FakeLittleHorse:
             source=TaskRunSource(
                 task_node=TaskNodeReference(
                     node_run_id=NodeRunId(
-                        wf_run_id=run_id.wf_run_id, thread_run_number=0, position=1
+                        wf_run_id=run_id.wf_run_id,
+                        thread_run_number=thread_run_number,
+                        position=position,
                     )
                 )
             ),
         )
-        self._enqueue(task)
+        self._enqueue(task, tenant)
         return run_id
 
-    def retry_task(self, task_run_id: TaskRunId) -> int:
+    def retry_task(self, task_run_id: TaskRunId, *, tenant: str = DEFAULT_TENANT) -> int:
         """Schedule the next attempt of an existing TaskRun; returns its attempt number.
 
         Like the server's retry: same TaskRunId (hence same idempotency key), same inputs,
         attempt_number one above the highest scheduled so far.
         """
+        key = task_run_key(task_run_id, tenant)
         with self._cond:
-            attempts = self._scheduled.get(task_run_key(task_run_id))
+            attempts = self._scheduled.get(key)
             if not attempts:
-                raise KeyError(f"no TaskRun {task_run_key(task_run_id)} was scheduled")
+                raise KeyError(f"no TaskRun {key} was scheduled")
             retry = ScheduledTask()
             retry.CopyFrom(attempts[-1])
             retry.attempt_number = max(a.attempt_number for a in attempts) + 1
             retry.created_at.CopyFrom(_now())
-            self._enqueue(retry)
+            self._enqueue(retry, tenant)
             return retry.attempt_number
 
     def _order_variables(
@@ -498,12 +537,15 @@ class FakeLittleHorse:
             )
         return ordered
 
-    def _enqueue(self, task: ScheduledTask) -> None:
+    def _enqueue(self, task: ScheduledTask, tenant: str) -> None:
         with self._cond:
             stored = ScheduledTask()
             stored.CopyFrom(task)
-            self._scheduled.setdefault(task_run_key(task.task_run_id), []).append(stored)
-            self._queues[task.task_def_id.name].append(task)
+            key = task_run_key(task.task_run_id, tenant)
+            if key in self._scheduled and task.attempt_number == 0:
+                raise ValueError(f"TaskRun {key} exists already: pass another wf_run_id")
+            self._scheduled.setdefault(key, []).append(stored)
+            self._queues[(tenant, task.task_def_id.name)].append(task)
             self._cond.notify_all()
 
     # ------------------------------------------------------------------ observing
@@ -514,11 +556,12 @@ class FakeLittleHorse:
         *,
         attempt_number: int | None = None,
         timeout: float = 5.0,
+        tenant: str = DEFAULT_TENANT,
     ) -> ReportTaskRun:
         """Block until the worker reports `attempt_number` of the TaskRun (default: the latest
         attempt scheduled) and return the first such report. Raises TimeoutError.
         """
-        key = task_run_key(task_run_id)
+        key = task_run_key(task_run_id, tenant)
         deadline = time.monotonic() + timeout
         with self._cond:
             if attempt_number is None:
@@ -527,9 +570,9 @@ class FakeLittleHorse:
                     raise KeyError(f"no TaskRun {key} was scheduled")
                 attempt_number = max(a.attempt_number for a in attempts)
             while True:
-                for report in self._reports:
+                for reporter, report in self._reports:
                     if (
-                        task_run_key(report.task_run_id) == key
+                        task_run_key(report.task_run_id, reporter) == key
                         and report.attempt_number == attempt_number
                     ):
                         return report
@@ -548,17 +591,24 @@ class FakeLittleHorse:
         # The wait happens on a thread blocked on a threading.Condition, which asyncio.timeout
         # could not interrupt; the deadline has to travel with it.
         timeout: float = 5.0,  # noqa: ASYNC109
+        tenant: str = DEFAULT_TENANT,
     ) -> ReportTaskRun:
         """`wait_report` for code running on the worker's event loop."""
         return await asyncio.to_thread(
-            self.wait_report, task_run_id, attempt_number=attempt_number, timeout=timeout
+            self.wait_report,
+            task_run_id,
+            attempt_number=attempt_number,
+            timeout=timeout,
+            tenant=tenant,
         )
 
-    def reported_at(self, task_run_id: TaskRunId, attempt_number: int = 0) -> float | None:
+    def reported_at(
+        self, task_run_id: TaskRunId, attempt_number: int = 0, *, tenant: str = DEFAULT_TENANT
+    ) -> float | None:
         """Wall-clock time (`time.time()`) the first report of that attempt arrived, if any:
         the end of a dispatch-to-report measurement, taken on the server's own thread."""
         with self._cond:
-            return self._report_times.get((task_run_key(task_run_id), attempt_number))
+            return self._report_times.get((task_run_key(task_run_id, tenant), attempt_number))
 
     def pollers(self, task_def_name: str) -> int:
         """Open PollTask streams that have asked for `task_def_name`."""
@@ -588,7 +638,7 @@ class FakeLittleHorse:
     def reports(self) -> list[ReportTaskRun]:
         """Every ReportTaskRun received, in arrival order (duplicates kept)."""
         with self._cond:
-            return list(self._reports)
+            return [report for _, report in self._reports]
 
     @property
     def registrations(self) -> list[RegisterTaskWorkerRequest]:
@@ -596,10 +646,10 @@ class FakeLittleHorse:
         with self._cond:
             return list(self._registrations)
 
-    def queued(self, task_def_name: str) -> int:
+    def queued(self, task_def_name: str, *, tenant: str = DEFAULT_TENANT) -> int:
         """Scheduled tasks not yet handed to a worker."""
         with self._cond:
-            return len(self._queues[task_def_name])
+            return len(self._queues[(tenant, task_def_name)])
 
     @property
     def in_flight(self) -> int:
@@ -686,13 +736,12 @@ class FakeLittleHorse:
             your_hosts=[LHHostInfo(host=self.host, port=self.port)], is_cluster_healthy=True
         )
 
-    def _report_task(self, request: ReportTaskRun) -> Empty:
+    def _report_task(self, request: ReportTaskRun, tenant: str) -> Empty:
+        key = task_run_key(request.task_run_id, tenant)
         with self._cond:
-            self._reports.append(request)
-            self._report_times.setdefault(
-                (task_run_key(request.task_run_id), request.attempt_number), time.time()
-            )
-            self._in_flight.discard((task_run_key(request.task_run_id), request.attempt_number))
+            self._reports.append((tenant, request))
+            self._report_times.setdefault((key, request.attempt_number), time.time())
+            self._in_flight.discard((key, request.attempt_number))
             self._cond.notify_all()
         return Empty()
 
@@ -713,7 +762,9 @@ class FakeLittleHorse:
         self, request_iterator: Iterator[PollTaskRequest], context: grpc.ServicerContext
     ) -> Iterator[PollTaskResponse]:
         with self._cond:
-            stream = _PollStream(pending=collections.deque(), generation=self._generation)
+            stream = _PollStream(
+                pending=collections.deque(), generation=self._generation, tenant=_tenant(context)
+            )
             self._streams.append(stream)
 
         def read_requests() -> None:
@@ -765,18 +816,19 @@ class FakeLittleHorse:
                     return _CLOSED
                 if stream.pending:
                     request, received = stream.pending[0]
-                    queue = self._queues[request.task_def_id.name]
+                    queue = self._queues[(stream.tenant, request.task_def_id.name)]
                     if queue:
                         stream.pending.popleft()
                         task = queue.popleft()
-                        self._in_flight.add((task_run_key(task.task_run_id), task.attempt_number))
+                        key = task_run_key(task.task_run_id, stream.tenant)
+                        self._in_flight.add((key, task.attempt_number))
                         self._max_in_flight = max(self._max_in_flight, len(self._in_flight))
                         self._handed_out += 1
                         self._handouts.append(
                             Handout(
                                 time.monotonic(),
                                 stream.client_id,
-                                task_run_key(task.task_run_id),
+                                key,
                                 task.attempt_number,
                             )
                         )

@@ -13,8 +13,8 @@ import pytest
 
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.constants import TASK_NAME
-from comfyui_worker.lh.task import prompt_id_for
-from lh.fake_server import FakeLittleHorse, decode_report
+from lh.fake_server import FakeLittleHorse, decode_report, task_run_key
+from lh.identities import prompt_id_of
 from lh.serve_process import WORKFLOW, serve_env, start_serve, stop_process, wait_polling
 
 
@@ -32,7 +32,7 @@ async def test_sigterm_lets_a_job_inside_the_grace_finish_and_report_success(
     proc = await start_serve(env, tmp_path)
     try:
         await wait_polling(proc, fake, TASK_NAME)
-        run_id = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW}, task_guid="drain-ok")
+        run_id = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW}, wf_run_id="drain-ok")
         await claimed(fake)
         await asyncio.sleep(0.5)  # the job is running in ComfyUI
         proc.send_signal(signal.SIGTERM)
@@ -49,11 +49,11 @@ async def test_sigterm_lets_a_job_inside_the_grace_finish_and_report_success(
         # It exits as soon as nothing is in flight, not at the end of the grace.
         assert time.monotonic() - reported < 5
         assert fake.queued(TASK_NAME) == 1 and fake.handed_out == 1
-        assert later not in [h.key for h in fake.handouts]
+        assert task_run_key(later) not in [h.key for h in fake.handouts]
     finally:
         output = await stop_process(proc)
     assert "signal received: draining" in output
-    assert comfyui_mock.executions(prompt_id_for("drain-ok")) == 1
+    assert comfyui_mock.executions(prompt_id_of("drain-ok")) == 1
 
 
 @pytest.mark.parametrize("interrupt", [False, True], ids=["left-running", "interrupted"])
@@ -71,7 +71,7 @@ async def test_sigterm_past_the_grace_reports_a_retryable_failure(
     proc = await start_serve(env, tmp_path)
     try:
         await wait_polling(proc, fake, TASK_NAME)
-        run_id = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW}, task_guid=guid)
+        run_id = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW}, wf_run_id=guid)
         await claimed(fake)
         await asyncio.sleep(0.5)
         signalled = time.monotonic()
@@ -85,7 +85,7 @@ async def test_sigterm_past_the_grace_reports_a_retryable_failure(
     finally:
         output = await stop_process(proc)
     assert "still running after the 1 s COMFYUI_SHUTDOWN_GRACE" in output
-    pid = prompt_id_for(guid)
+    pid = prompt_id_of(guid)
     async with httpx.AsyncClient(base_url=comfyui_mock.url, timeout=10) as http:
         async with asyncio.timeout(15):
             while not (history := (await http.get(f"/history/{pid}")).json()):
@@ -128,9 +128,9 @@ async def test_a_task_waiting_for_a_slot_when_the_grace_ends_is_reported_too(
     proc = await start_serve(env, tmp_path)
     try:
         await wait_polling(proc, fake, TASK_NAME)
-        first = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW}, task_guid="slot-1")
+        first = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW}, wf_run_id="slot-1")
         await claimed(fake)
-        second = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW}, task_guid="slot-2")
+        second = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW}, wf_run_id="slot-2")
         await claimed(fake, 2)  # the poll outstanding beside the one slot
         proc.send_signal(signal.SIGTERM)
         for run_id in (first, second):

@@ -19,9 +19,16 @@ import littlehorse
 import pytest
 from littlehorse.exceptions import LHTaskException
 from littlehorse.model import LittleHorseStub, PollTaskRequest, TaskDefId, VariableType
+from littlehorse.utils import extract_value
 from littlehorse.worker import LHTaskWorker, WorkerContext
 
-from lh.fake_server import FakeLittleHorse, StreamEnd, decode_report, running_worker
+from lh.fake_server import (
+    FakeLittleHorse,
+    StreamEnd,
+    decode_report,
+    running_worker,
+    task_run_key,
+)
 
 # --- task functions: the SDK maps their annotations to the TaskDef -----------------------
 
@@ -128,7 +135,7 @@ async def test_retry_keeps_idempotency_key_and_counts_attempts(fake: FakeLittleH
     config = fake.config()
     littlehorse.create_task_def(flaky, "flaky", config)
     async with running_worker(fake, LHTaskWorker(flaky, "flaky", config), "flaky"):
-        run_id = fake.schedule_task("flaky", {"name": "x"}, task_guid="guid-1", wf_run_id="wf-1")
+        run_id = fake.schedule_task("flaky", {"name": "x"}, position=3, wf_run_id="wf-1")
         first = decode_report(await fake.await_report(run_id, attempt_number=0))
         assert first.status == "TASK_FAILED"
 
@@ -138,8 +145,9 @@ async def test_retry_keeps_idempotency_key_and_counts_attempts(fake: FakeLittleH
     assert second.status == "TASK_SUCCESS"
     assert second.attempt_number == 1
     assert second.output == "done x"
-    # The idempotency key is the TaskRun's task_guid: the same for every attempt.
-    assert seen == [("guid-1", 0, "wf-1"), ("guid-1", 1, "wf-1")]
+    # The idempotency key is the TaskRun's task_guid, "<thread>-<position>" as the real
+    # server makes it: the same for every attempt.
+    assert seen == [("0-3", 0, "wf-1"), ("0-3", 1, "wf-1")]
 
 
 async def test_tasks_run_concurrently_up_to_worker_threads(fake: FakeLittleHorse) -> None:
@@ -272,7 +280,9 @@ async def test_stop_ends_a_workers_poll_with_unavailable(
 
 
 @contextlib.contextmanager
-def _open_poll(fake: FakeLittleHorse, task_def_name: str) -> Iterator[Iterator[Any]]:
+def _open_poll(
+    fake: FakeLittleHorse, task_def_name: str, *, tenant: str | None = None
+) -> Iterator[Iterator[Any]]:
     """A raw PollTask stream with one poll sent and the request side held open."""
     release = threading.Event()
 
@@ -281,7 +291,8 @@ def _open_poll(fake: FakeLittleHorse, task_def_name: str) -> Iterator[Iterator[A
         release.wait(10)
 
     stub = LittleHorseStub(grpc.insecure_channel(fake.address))
-    responses = stub.PollTask(requests())
+    metadata = [("tenantid", tenant)] if tenant else None
+    responses = stub.PollTask(requests(), metadata=metadata)
     try:
         yield responses
     finally:
@@ -308,7 +319,7 @@ def test_poll_hold_answers_empty_when_no_work() -> None:
 
 
 def test_queued_task_is_handed_to_a_raw_poll(fake: FakeLittleHorse) -> None:
-    run_id = fake.schedule_task("anything", {"n": 1, "s": "x"}, task_guid="g", wf_run_id="w")
+    run_id = fake.schedule_task("anything", {"n": 1, "s": "x"}, wf_run_id="w")
     with _open_poll(fake, "anything") as responses:
         task = next(responses).result
     assert task.task_run_id == run_id
@@ -318,6 +329,7 @@ def test_queued_task_is_handed_to_a_raw_poll(fake: FakeLittleHorse) -> None:
         ("s", "str"),
     ]
     assert task.source.task_node.node_run_id.wf_run_id.id == "w"
+    assert task.task_run_id.task_guid == "0-1"  # the first task of its WfRun
     assert fake.in_flight == 1 and fake.handed_out == 1
     with pytest.raises(TimeoutError):
         fake.wait_report(run_id, timeout=0.05)
@@ -387,3 +399,36 @@ def test_time_out_redelivers_unreported_attempts_as_the_next_attempt(
     with _open_poll(fake, "anything") as responses:
         redelivered = next(responses).result
     assert (redelivered.task_run_id, redelivered.attempt_number) == (first, 1)
+
+
+def test_task_guids_repeat_across_wf_runs_as_on_the_real_server(fake: FakeLittleHorse) -> None:
+    first = fake.schedule_task("anything", {"n": 1})
+    second = fake.schedule_task("anything", {"n": 2})
+    later_node = fake.schedule_task("anything", {"n": 3}, wf_run_id=first.wf_run_id, position=4)
+    assert first.task_guid == second.task_guid == "0-1"
+    assert first.wf_run_id.id != second.wf_run_id.id
+    assert later_node.task_guid == "0-4" and later_node.wf_run_id.id == first.wf_run_id.id
+    with pytest.raises(ValueError, match="exists already"):
+        fake.schedule_task("anything", {"n": 4}, wf_run_id=first.wf_run_id)
+
+
+def test_a_child_wf_run_names_its_parent(fake: FakeLittleHorse) -> None:
+    run_id = fake.schedule_task("anything", {"n": 1}, wf_run_id="child", parent_wf_run_id="p")
+    with _open_poll(fake, "anything") as responses:
+        task = next(responses).result
+    assert task.task_run_id.wf_run_id.id == "child"
+    assert task.task_run_id.wf_run_id.parent_wf_run_id.id == "p"
+    # Its key tells it from a child of the same id under another parent.
+    assert task_run_key(run_id) == ("default", ("p", "child"), "0-1")
+
+
+def test_a_poll_gets_only_its_own_tenants_tasks(fake: FakeLittleHorse) -> None:
+    theirs = fake.schedule_task("anything", {"n": 1}, wf_run_id="same", tenant="acme")
+    ours = fake.schedule_task("anything", {"n": 2}, wf_run_id="same")
+    assert theirs == ours  # the same TaskRunId, in two tenants
+    with _open_poll(fake, "anything") as responses:
+        assert extract_value(next(responses).result.variables[0].value) == 2
+    assert fake.queued("anything", tenant="acme") == 1
+    with _open_poll(fake, "anything", tenant="acme") as responses:
+        assert extract_value(next(responses).result.variables[0].value) == 1
+    assert fake.queued("anything", tenant="acme") == 0

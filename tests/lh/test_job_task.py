@@ -68,7 +68,7 @@ async def worker(fake: FakeLittleHorse, comfyui_mock: MockHandle, s3: S3) -> Asy
 
 
 async def run(fake: FakeLittleHorse, envelope: Any, guid: str) -> Any:
-    run_id = fake.schedule_task(JOB_TASK_NAME, {"job": envelope}, task_guid=guid)
+    run_id = fake.schedule_task(JOB_TASK_NAME, {"job": envelope}, wf_run_id=guid)
     return run_id, decode_report(await fake.await_report(run_id, timeout=15))
 
 

@@ -24,8 +24,8 @@ from littlehorse.model import TaskRunId
 
 from comfyui_mock import MockComfyUIThread
 from comfyui_worker.constants import TASK_NAME
-from comfyui_worker.lh.task import prompt_id_for
 from lh.fake_server import FakeLittleHorse, decode_report, task_run_key
+from lh.identities import prompt_id_of
 from lh.soak import JOB_DELAY, Cluster, Fault
 
 TASKS = int(os.environ.get("SOAK_TASKS", "500"))
@@ -266,7 +266,7 @@ async def test_fault_soak(
     for task in tasks:
         if task.kind not in (Kind.OK, Kind.OUT_OF_MEMORY):
             continue
-        pid = prompt_id_for(task.run_id.task_guid)
+        pid = prompt_id_of(task.run_id)
         for index, mock in enumerate(mocks):
             restarts = sum(
                 1

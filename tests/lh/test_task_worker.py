@@ -17,10 +17,11 @@ from littlehorse.worker import LHTaskWorker
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.constants import TASK_NAME
 from comfyui_worker.execution import Executor
-from comfyui_worker.lh.task import make_task_function, prompt_id_for
+from comfyui_worker.lh.task import make_task_function
 from comfyui_worker.lh.worker import register
 from comfyui_worker.settings import Settings
 from lh.fake_server import FakeLittleHorse, decode_report, running_worker, stop_worker
+from lh.identities import prompt_id_of
 from mock_settings import settings_for as mock_settings
 
 WORKFLOW = {
@@ -71,10 +72,10 @@ async def run_task(fake: FakeLittleHorse, workflow: Any, **kwargs: Any) -> Any:
 async def test_success_returns_paths_of_files_that_exist(
     worker: Worker, fake: FakeLittleHorse, comfyui_mock: MockHandle
 ) -> None:
-    report = await run_task(fake, WORKFLOW, task_guid="guid-ok")
+    report = await run_task(fake, WORKFLOW, wf_run_id="guid-ok")
     assert report.status == "TASK_SUCCESS", report.error_message
     out = report.output
-    assert out["prompt_id"] == prompt_id_for("guid-ok") and out["status"] == "success"
+    assert out["prompt_id"] == prompt_id_of("guid-ok") and out["status"] == "success"
     (path,) = out["outputs"]
     assert Path(path).is_file() and Path(path).is_relative_to(comfyui_mock.output_dir.resolve())
     assert out["files"][0]["node_id"] == "3" and out["files"][0]["subfolder"] == "lh"
@@ -136,7 +137,7 @@ async def test_out_of_memory_is_a_retryable_failure_and_the_retry_runs_again(
         message="CUDA out of memory. Tried to allocate 2.00 GiB",
         exception_type="torch.OutOfMemoryError",
     )
-    run_id = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW}, task_guid="guid-oom")
+    run_id = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW}, wf_run_id="guid-oom")
     report = decode_report(await fake.await_report(run_id, timeout=15))
     assert report.status == "TASK_FAILED" and report.exception_name is None
     assert "torch.OutOfMemoryError" in (report.error_message or "")
@@ -144,7 +145,7 @@ async def test_out_of_memory_is_a_retryable_failure_and_the_retry_runs_again(
     fake.retry_task(run_id)
     retry = decode_report(await fake.await_report(run_id, timeout=15))
     assert retry.status == "TASK_SUCCESS", retry.error_message
-    assert comfyui_mock.executions(prompt_id_for("guid-oom")) == 2
+    assert comfyui_mock.executions(prompt_id_of("guid-oom")) == 2
 
 
 @pytest.mark.parametrize(
@@ -195,8 +196,8 @@ async def test_lost_prompt_after_a_comfyui_restart_is_retryable(
     worker: Worker, fake: FakeLittleHorse, comfyui_mock: MockHandle
 ) -> None:
     comfyui_mock.set_job_delay(2.0)
-    run_id = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW}, task_guid="guid-lost")
-    pid = prompt_id_for("guid-lost")
+    run_id = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW}, wf_run_id="guid-lost")
+    pid = prompt_id_of("guid-lost")
     await wait_until(lambda: comfyui_mock.request_count("/prompt", "POST") >= 1)
     comfyui_mock.restart()
     report = decode_report(await fake.await_report(run_id, timeout=15))
@@ -215,8 +216,8 @@ async def test_retry_attaches_to_the_running_prompt_instead_of_resubmitting(
     first = Worker(fake, settings_for(comfyui_mock))
     lh_worker = first.lh_worker()
     start = asyncio.get_running_loop().create_task(lh_worker.start())
-    run_id = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW}, task_guid="guid-retry")
-    pid = prompt_id_for("guid-retry")
+    run_id = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW}, wf_run_id="guid-retry")
+    pid = prompt_id_of("guid-retry")
     await wait_until(lambda: comfyui_mock.request_count("/prompt", "POST") == 1)
     # The worker dies mid-job (deploy, crash): the SDK reports the attempt as failed.
     await stop_worker(lh_worker, start)

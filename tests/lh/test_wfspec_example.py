@@ -22,6 +22,7 @@ EXCEPTION_NAMES = {
     "comfyui-missing-node",
     "comfyui-execution-error",
     "comfyui-unsafe-output-path",
+    "comfyui-prompt-conflict",
 }
 JOB_EXCEPTION_NAMES = EXCEPTION_NAMES | {
     "comfyui-invalid-job",

@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.constants import TASK_NAME
-from comfyui_worker.lh.task import prompt_id_for
 from lh.fake_server import FakeLittleHorse, decode_report
+from lh.identities import prompt_id_of
 from observability.serve_health import free_port, serve_env, served
 from observability.workflows import blur_workflow, slow_blur
 
@@ -66,7 +66,7 @@ async def test_probes_jobs_and_metrics_follow_what_the_worker_does(
         # A running job shows its node and percent, live.
         slow_blur(comfyui_mock, steps=30, seconds=1.5)
         run_id = fake.schedule_task(
-            TASK_NAME, {"workflow": blur_workflow("health")}, task_guid="g-live"
+            TASK_NAME, {"workflow": blur_workflow("health")}, wf_run_id="g-live"
         )
         async with asyncio.timeout(15):
             while True:
@@ -75,7 +75,8 @@ async def test_probes_jobs_and_metrics_follow_what_the_worker_does(
                     break
                 await asyncio.sleep(0.05)
         (job,) = jobs
-        assert job["prompt_id"] == prompt_id_for("g-live") and job["task_run_id"] == "g-live"
+        assert job["prompt_id"] == prompt_id_of("g-live") and job["wf_run_id"] == "g-live"
+        assert job["task_run_id"] == "0-1"
         assert job["state"] == "running" and job["node_type"] == "ImageBlur"
         assert job["detail"].startswith("running: ") and job["elapsed_seconds"] > 0
         during = await scrape(serve.http)
@@ -93,9 +94,9 @@ async def test_probes_jobs_and_metrics_follow_what_the_worker_does(
         )
         comfyui_mock.fail_http(count=1, path="/prompt", status=503)
         # The first attempt's lookup of an earlier attempt fails twice (COMFYUI_RETRIES=1).
-        comfyui_mock.fail_http(count=2, path=f"/history/{prompt_id_for('g-retry')}", status=500)
+        comfyui_mock.fail_http(count=2, path=f"/history/{prompt_id_of('g-retry')}", status=500)
         retried = fake.schedule_task(
-            TASK_NAME, {"workflow": blur_workflow("retry")}, task_guid="g-retry"
+            TASK_NAME, {"workflow": blur_workflow("retry")}, wf_run_id="g-retry"
         )
         assert decode_report(await fake.await_report(retried, timeout=15)).status == "TASK_FAILED"
         fake.retry_task(retried)
@@ -195,7 +196,7 @@ async def test_json_logs_carry_the_prompt_id_and_never_a_secret(
     ) as serve:
         comfyui_mock.fail_http(count=1, path="/prompt", status=503)
         run_id = fake.schedule_task(
-            TASK_NAME, {"workflow": blur_workflow("logs")}, task_guid="g-logs"
+            TASK_NAME, {"workflow": blur_workflow("logs")}, wf_run_id="g-logs"
         )
         assert decode_report(await fake.await_report(run_id, timeout=15)).status == "TASK_SUCCESS"
         serve.proc.send_signal(signal.SIGTERM)
@@ -206,10 +207,11 @@ async def test_json_logs_carry_the_prompt_id_and_never_a_secret(
     records = [json.loads(line) for line in text.splitlines()]
     assert {"time", "level", "logger", "message"} <= set(records[0])
     assert any(r["level"] == "DEBUG" for r in records)
-    job = [r for r in records if r.get("prompt_id") == prompt_id_for("g-logs")]
+    job = [r for r in records if r.get("prompt_id") == prompt_id_of("g-logs")]
     assert any("submitted" in r["message"] for r in job)
     assert any("retry 1/1" in r["message"] for r in job)  # httpx-level lines carry it too
-    assert all(r["task_run_id"] == "g-logs" and r["attempt"] == 0 for r in job)
+    assert all(r["wf_run_id"] == "g-logs" and r["task_run_id"] == "0-1" for r in job)
+    assert all(r["tenant"] == "default" and r["attempt"] == 0 for r in job)
     assert all("wf_run_id" in r for r in job)
     assert any("LHC_OAUTH_CLIENT_SECRET=***" in r["message"] for r in records)
 

@@ -16,11 +16,12 @@ from littlehorse.worker import LHTaskWorker
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.constants import TASK_NAME
 from comfyui_worker.execution import Executor
-from comfyui_worker.lh.task import make_task_function, prompt_id_for
+from comfyui_worker.lh.task import make_task_function
 from comfyui_worker.lh.worker import register
 from comfyui_worker.observability.metrics import REGISTRY
 from comfyui_worker.observability.progress import JOBS
 from lh.fake_server import FakeLittleHorse, decode_report, running_worker
+from lh.identities import prompt_id_of
 from mock_settings import settings_for
 from observability.workflows import blur_workflow, slow_blur
 
@@ -61,8 +62,8 @@ async def test_a_job_with_many_steps_logs_progress_sparingly_and_shows_on_the_bo
         "files": sample("comfyui_worker_outputs_delivered_total"),
         "bytes": sample("comfyui_worker_output_bytes_delivered_total"),
     }
-    run_id = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW}, task_guid="g-progress")
-    pid = prompt_id_for("g-progress")
+    run_id = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW}, wf_run_id="g-progress")
+    pid = prompt_id_of("g-progress")
     seen: list[dict[str, object]] = []
     async with asyncio.timeout(15):
         # Past node 1 (33 %) and some steps into node 2.
@@ -130,8 +131,8 @@ async def test_failures_retries_and_websocket_drops_are_counted(
         retries_before + 1
     )
 
-    comfyui_mock.fail_http(count=10, path=f"/history/{prompt_id_for('g-5xx')}", status=500)
-    assert (await run_task(fake, task_guid="g-5xx")).status == "TASK_FAILED"  # type: ignore[attr-defined]
+    comfyui_mock.fail_http(count=10, path=f"/history/{prompt_id_of('g-5xx')}", status=500)
+    assert (await run_task(fake, wf_run_id="g-5xx")).status == "TASK_FAILED"  # type: ignore[attr-defined]
     assert sample("comfyui_worker_http_retries_total", endpoint="GET /history/{id}") > (
         history_before
     )

@@ -63,7 +63,7 @@ async def worker(
 
 async def run_template(fake: FakeLittleHorse, template: str, params: Any, guid: str) -> Any:
     run_id = fake.schedule_task(
-        TEMPLATE_TASK_NAME, {"template": template, "params": params}, task_guid=guid
+        TEMPLATE_TASK_NAME, {"template": template, "params": params}, wf_run_id=guid
     )
     return run_id, decode_report(await fake.await_report(run_id, timeout=15))
 
@@ -108,7 +108,7 @@ async def test_the_envelope_form_uploads_image_parameters(
 ) -> None:
     photo = {"base64": base64.b64encode(FIXTURE_IMAGE.read_bytes()).decode()}
     envelope = {"template": "invert", "params": {"photo": photo, "blur": 3}}
-    run_id = fake.schedule_task(JOB_TASK_NAME, {"job": envelope}, task_guid="guid-env")
+    run_id = fake.schedule_task(JOB_TASK_NAME, {"job": envelope}, wf_run_id="guid-env")
     report = decode_report(await fake.await_report(run_id, timeout=15))
     assert report.status == "TASK_SUCCESS", report.error_message or report.exception_message
     result = report.output

@@ -26,6 +26,7 @@ from comfyui_worker.exceptions import (
     OutputStoreDeniedError,
     OutputStoreError,
     OutputTooLargeError,
+    PromptConflictError,
     PromptLostError,
     PromptValidationError,
     ServerError,
@@ -35,7 +36,6 @@ from comfyui_worker.exceptions import (
     UnsafeOutputPathError,
 )
 from comfyui_worker.lh.errors import business_name, to_lh_exception
-from comfyui_worker.lh.task import prompt_id_for
 
 NODE = NodeError(
     node_id="3",
@@ -86,6 +86,10 @@ CASES: list[tuple[Exception, ExceptionName]] = [
     (
         OutputStoreDeniedError("bucket 'b' does not exist", bucket="b"),
         ExceptionName.OUTPUT_STORE_DENIED,
+    ),
+    (
+        PromptConflictError("p", ours="default/wf-2/0-1", theirs="default/wf-1/0-1"),
+        ExceptionName.PROMPT_CONFLICT,
     ),
     (UnknownTemplateError("no template 'x'", template="x"), ExceptionName.UNKNOWN_TEMPLATE),
     (
@@ -181,12 +185,6 @@ def test_retryable_execution_errors_follow_the_configured_patterns() -> None:
     # With no patterns every execution error is business, out-of-memory included.
     cuda = oom("torch.OutOfMemoryError", "CUDA out of memory")
     assert business_name(cuda, retryable_execution_errors=()) is ExceptionName.EXECUTION_ERROR
-
-
-def test_prompt_id_is_stable_per_task_run() -> None:
-    a = prompt_id_for("wf-1/task-guid-1")
-    assert a == prompt_id_for("wf-1/task-guid-1") != prompt_id_for("wf-1/task-guid-2")
-    assert len(a) == 36 and a[14] == "5"  # UUIDv5
 
 
 def test_worker_threads_default_to_the_in_flight_limit(monkeypatch: pytest.MonkeyPatch) -> None:

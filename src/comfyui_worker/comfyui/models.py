@@ -49,12 +49,40 @@ class Submission:
         )
 
 
+# The `extra_data` key our tag travels under; ComfyUI keeps unknown keys in both the queue
+# item and the history entry.
+TAG_KEY = "comfyui_worker"
+
+
+@dataclass(frozen=True, slots=True)
+class PromptTag:
+    """Which job a prompt belongs to, carried in its `extra_data`: the job's identity and a
+    digest of what the job was given. A prompt found under a job's prompt_id is that job's
+    only if its tag is equal."""
+
+    job: str
+    digest: str
+
+    def as_extra_data(self) -> dict[str, Any]:
+        return {TAG_KEY: {"job": self.job, "digest": self.digest}}
+
+    @classmethod
+    def from_extra_data(cls, extra: dict[str, Any]) -> PromptTag | None:
+        tag = _dict(extra.get(TAG_KEY))
+        job, digest = tag.get("job"), tag.get("digest")
+        if isinstance(job, str) and isinstance(digest, str):
+            return cls(job=job, digest=digest)
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class QueueState:
     running: tuple[str, ...] = ()
     pending: tuple[str, ...] = ()
     # prompt_id -> the client_id it was submitted with (None when its extra_data has none).
     client_ids: dict[str, str | None] = field(default_factory=dict)
+    # prompt_id -> the tag it was submitted with (None when it carries none).
+    tags: dict[str, PromptTag | None] = field(default_factory=dict)
 
     def holds(self, submission: Submission) -> bool:
         """Whether this very submission is still queued or running."""
@@ -88,6 +116,7 @@ class HistoryEntry:
     # (those that passed validation); None when the entry does not say.
     client_id: str | None = None
     outputs_to_execute: tuple[str, ...] | None = None
+    tag: PromptTag | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -192,26 +221,35 @@ def parse_queue(body: Any) -> QueueState:
     if not isinstance(body, dict) or not {"queue_running", "queue_pending"} <= body.keys():
         raise ProtocolError(f"GET /queue answered an unexpected body: {_preview(body)}")
     running, pending = _queue_items(body["queue_running"]), _queue_items(body["queue_pending"])
+    items = {**pending, **running}
     return QueueState(
         running=tuple(running),
         pending=tuple(pending),
-        client_ids={**pending, **running},
+        client_ids={pid: _client_id(item) for pid, item in items.items()},
+        tags={pid: _tag(item) for pid, item in items.items()},
     )
 
 
-def _queue_items(items: Any) -> dict[str, str | None]:
+def _queue_items(items: Any) -> dict[str, list[Any]]:
     if not isinstance(items, list):
         raise ProtocolError(f"GET /queue: expected a list of items, got {_preview(items)}")
     # Item: [number, prompt_id, prompt, extra_data, outputs_to_execute]. ComfyUI does not sort
     # pending items; it runs the lowest number first, so sort to make the order the position.
     found = [item for item in items if isinstance(item, list) and len(item) > 1]
     found.sort(key=lambda item: item[0] if isinstance(item[0], int | float) else 0)
-    return {str(item[1]): _client_id(item) for item in found}
+    return {str(item[1]): item for item in found}
+
+
+def _extra_data(prompt_tuple: list[Any]) -> dict[str, Any]:
+    return _dict(prompt_tuple[3]) if len(prompt_tuple) > 3 else {}
 
 
 def _client_id(prompt_tuple: list[Any]) -> str | None:
-    extra = _dict(prompt_tuple[3]) if len(prompt_tuple) > 3 else {}
-    return _str_or_none(extra.get("client_id"))
+    return _str_or_none(_extra_data(prompt_tuple).get("client_id"))
+
+
+def _tag(prompt_tuple: list[Any]) -> PromptTag | None:
+    return PromptTag.from_extra_data(_extra_data(prompt_tuple))
 
 
 def parse_history(body: Any, prompt_id: str) -> HistoryEntry | None:
@@ -236,6 +274,7 @@ def parse_history(body: Any, prompt_id: str) -> HistoryEntry | None:
     return HistoryEntry(
         prompt_id=prompt_id,
         client_id=_client_id(prompt),
+        tag=_tag(prompt),
         outputs_to_execute=None if to_execute is None else tuple(str(o) for o in to_execute),
         # Old servers wrote entries without status; an entry exists only once the run ended.
         status_str=str(status.get("status_str", "success")),

@@ -38,6 +38,8 @@ from littlehorse.model import (
 )
 from littlehorse.worker import LHConnection, LHTask
 
+from .identity import wf_run_name, wf_run_path
+
 log = logging.getLogger(__name__)
 
 REPORT_ATTEMPTS = 20
@@ -58,7 +60,7 @@ def rpc_error_text(exc: BaseException) -> str:
 
 def describe_run(run_id: TaskRunId, attempt: int | None = None) -> str:
     """How logs name a task run: `wf_run_id/task_guid` and the attempt."""
-    text = f"task run {run_id.wf_run_id.id}/{run_id.task_guid}"
+    text = f"task run {wf_run_name(run_id.wf_run_id)}/{run_id.task_guid}"
     return text if attempt is None else f"{text} attempt {attempt}"
 
 
@@ -85,12 +87,12 @@ class InFlight:
     """Every claimed task from its claim until LittleHorse acknowledged its report."""
 
     def __init__(self) -> None:
-        self._claims: dict[tuple[str, str, int], Claim] = {}
+        self._claims: dict[tuple[tuple[str, ...], str, int], Claim] = {}
         self._changed = asyncio.Event()
 
     @staticmethod
-    def _key(task_run_id: TaskRunId, attempt: int) -> tuple[str, str, int]:
-        return (task_run_id.wf_run_id.id, task_run_id.task_guid, attempt)
+    def _key(task_run_id: TaskRunId, attempt: int) -> tuple[tuple[str, ...], str, int]:
+        return (wf_run_path(task_run_id.wf_run_id), task_run_id.task_guid, attempt)
 
     def __len__(self) -> int:
         return len(self._claims)

@@ -29,6 +29,7 @@ from ..exceptions import (
     OutputMissingError,
     OutputStoreDeniedError,
     OutputTooLargeError,
+    PromptConflictError,
     PromptValidationError,
     UnknownTemplateError,
     UnsafeOutputPathError,
@@ -46,6 +47,8 @@ BUSINESS_EXCEPTIONS: tuple[tuple[type[ComfyUIWorkerError], ExceptionName], ...] 
     (OutputTooLargeError, ExceptionName.OUTPUT_TOO_LARGE),
     (OutputMissingError, ExceptionName.OUTPUT_MISSING),
     (OutputStoreDeniedError, ExceptionName.OUTPUT_STORE_DENIED),
+    # Every retry has the same prompt_id and finds the same foreign prompt under it.
+    (PromptConflictError, ExceptionName.PROMPT_CONFLICT),
     # A broken template needs an operator's fix; the caller's retry would fail the same way.
     (UnknownTemplateError, ExceptionName.UNKNOWN_TEMPLATE),
     (InvalidParamsError, ExceptionName.INVALID_PARAMS),

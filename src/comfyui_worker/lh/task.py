@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from littlehorse.worker import WorkerContext
 
 from ..bounds import LogBudget, bound_result
-from ..constants import PROMPT_ID_NAMESPACE, JobOutcome
+from ..comfyui.models import PromptTag
+from ..constants import JobOutcome
 from ..exceptions import ComfyUIWorkerError
 from ..execution import Executor
 from ..job import TemplateBinder, parse_job
@@ -23,15 +24,11 @@ from ..observability.recorder import RecordingObserver
 from ..runner import Media, run_job, run_workflow
 from ..settings import Settings
 from .errors import business_name, to_lh_exception
+from .identity import JobIdentity, JobScope
 
 # (workflow | job | template, params, ..., ctx) -> result; the SDK reads the TaskDef's
 # variables off each function's own signature.
 TaskFunction = Callable[..., Awaitable[dict[str, Any]]]
-
-
-def prompt_id_for(idempotency_key: str) -> str:
-    """The same ComfyUI prompt_id for every attempt of one TaskRun: retries find their job."""
-    return str(uuid.uuid5(PROMPT_ID_NAMESPACE, idempotency_key))
 
 
 class TaskObserver(RecordingObserver):
@@ -39,10 +36,10 @@ class TaskObserver(RecordingObserver):
     output: milestones, and progress at most every 10 % or 10 s. LittleHorse stores that
     output beside the result, so it is kept under MAX_LOG_BYTES (`bounds.LogBudget`)."""
 
-    def __init__(self, ctx: WorkerContext) -> None:
+    def __init__(self, ctx: WorkerContext, identity: JobIdentity) -> None:
         super().__init__(
-            wf_run_id=ctx.wf_run_id.id,
-            task_run_id=ctx.task_run_id.task_guid,
+            wf_run_id=identity.wf_run_id,
+            task_run_id=identity.task_guid,
             attempt=ctx.attempt_number,
         )
         self.ctx = ctx
@@ -61,17 +58,27 @@ class TaskObserver(RecordingObserver):
         self.log(f"prompt {prompt_id}: {progress.describe()}")
 
 
-def make_task_function(executor: Executor, media: Media | None = None) -> TaskFunction:
+def make_task_function(
+    executor: Executor, media: Media | None = None, *, scope: JobScope | None = None
+) -> TaskFunction:
     """Bind `execute-comfyui-workflow` to this process's Executor (client pool, in-flight
-    limit) and media (the deployment's default output mode)."""
+    limit) and media (the deployment's default output mode). `scope`: the tenant and
+    namespace this worker serves (`JobScope.of`; by default the default tenant)."""
     media = media or Media(executor.settings, executor.client)
+    scope = scope or JobScope(namespace=executor.settings.job_namespace)
 
     async def execute_comfyui_workflow(
         workflow: dict[str, Any], ctx: WorkerContext
     ) -> dict[str, Any]:
-        async with _task_run(ctx, executor.settings) as (prompt_id, observer):
+        given = {"workflow": workflow}
+        async with _task_run(ctx, scope, given, executor.settings) as (job, observer):
             result = await run_workflow(
-                workflow, executor=executor, media=media, prompt_id=prompt_id, observer=observer
+                workflow,
+                executor=executor,
+                media=media,
+                prompt_id=job.prompt_id,
+                observer=observer,
+                tag=job.tag,
             )
             return _finished(result, executor.settings)
 
@@ -79,59 +86,98 @@ def make_task_function(executor: Executor, media: Media | None = None) -> TaskFu
 
 
 def make_job_task_function(
-    executor: Executor, media: Media | None = None, templates: TemplateBinder | None = None
+    executor: Executor,
+    media: Media | None = None,
+    templates: TemplateBinder | None = None,
+    *,
+    scope: JobScope | None = None,
 ) -> TaskFunction:
     """Bind `run-comfyui-job` (the job envelope) to this process's Executor and media."""
-    media = media or Media(executor.settings, executor.client)
+    run = _job_runner(executor, media, templates, scope)
 
     async def run_comfyui_job(job: dict[str, Any], ctx: WorkerContext) -> dict[str, Any]:
-        async with _task_run(ctx, executor.settings) as (prompt_id, observer):
-            result = await run_job(
-                parse_job(job),
-                executor=executor,
-                media=media,
-                templates=templates,
-                prompt_id=prompt_id,
-                observer=observer,
-            )
-            return _finished(result, executor.settings)
+        return await run(job, {"job": job}, ctx)
 
     return run_comfyui_job
 
 
 def make_template_task_function(
-    executor: Executor, media: Media | None = None, templates: TemplateBinder | None = None
+    executor: Executor,
+    media: Media | None = None,
+    templates: TemplateBinder | None = None,
+    *,
+    scope: JobScope | None = None,
 ) -> TaskFunction:
     """Bind `run-comfyui-template` (a named template and its params): the job envelope
     `{"template", "params"}` in short, run as `run-comfyui-job` runs it."""
-    run_comfyui_job = make_job_task_function(executor, media, templates)
+    run = _job_runner(executor, media, templates, scope)
 
     async def run_comfyui_template(
         template: str, params: dict[str, Any], ctx: WorkerContext
     ) -> dict[str, Any]:
-        return await run_comfyui_job({"template": template, "params": params}, ctx)
+        given = {"template": template, "params": params}
+        return await run(given, given, ctx)
 
     return run_comfyui_template
 
 
+def _job_runner(
+    executor: Executor,
+    media: Media | None,
+    templates: TemplateBinder | None,
+    scope: JobScope | None,
+) -> Callable[[dict[str, Any], dict[str, Any], WorkerContext], Awaitable[dict[str, Any]]]:
+    """Runs a job envelope as one attempt of the task whose input variables were `given`."""
+    media = media or Media(executor.settings, executor.client)
+    scope = scope or JobScope(namespace=executor.settings.job_namespace)
+
+    async def run(
+        envelope: dict[str, Any], given: dict[str, Any], ctx: WorkerContext
+    ) -> dict[str, Any]:
+        async with _task_run(ctx, scope, given, executor.settings) as (job, observer):
+            result = await run_job(
+                parse_job(envelope),
+                executor=executor,
+                media=media,
+                templates=templates,
+                prompt_id=job.prompt_id,
+                observer=observer,
+                tag=job.tag,
+            )
+            return _finished(result, executor.settings)
+
+    return run
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """This attempt's prompt id and the tag its prompt carries."""
+
+    prompt_id: str
+    tag: PromptTag
+
+
 @contextlib.asynccontextmanager
 async def _task_run(
-    ctx: WorkerContext, settings: Settings
-) -> AsyncIterator[tuple[str, TaskObserver]]:
+    ctx: WorkerContext, scope: JobScope, given: dict[str, Any], settings: Settings
+) -> AsyncIterator[tuple[_Attempt, TaskObserver]]:
     """One attempt of a task: its prompt id and observer, its outcome recorded, and our
     errors as LittleHorse sees them (named business exceptions, or retryable)."""
-    prompt_id = prompt_id_for(ctx.idempotency_key)
-    observer = TaskObserver(ctx)
+    identity = JobIdentity.of(ctx.task_run_id, scope)
+    attempt = _Attempt(identity.prompt_id, identity.tag(ctx.task_def_name, given))
+    prompt_id = attempt.prompt_id
+    observer = TaskObserver(ctx, identity)
     bind_job(
         prompt_id=prompt_id,
         wf_run_id=observer.wf_run_id,
         task_run_id=observer.task_run_id,
         attempt=observer.attempt,
+        tenant=scope.tenant,
     )
     observer.log(f"attempt {ctx.attempt_number}: ComfyUI prompt_id {prompt_id}")
     outcome, name = JobOutcome.FAILED, ""
     try:
-        yield prompt_id, observer
+        yield attempt, observer
         outcome = JobOutcome.SUCCESS
     except ComfyUIWorkerError as exc:
         observer.log(f"failed: {exc}", final=True)

@@ -21,6 +21,7 @@ from ..observability.logs import REDACTED, flush_logs
 from ..runner import Media
 from ..settings import Settings, is_secret_name, lh_settings_from_env_file
 from ..templates import TemplateStore
+from .identity import JobIdentity, JobScope
 from .readiness import ComfyUIReadiness
 from .supervisor import Supervisor
 from .task import (
@@ -28,7 +29,6 @@ from .task import (
     make_job_task_function,
     make_task_function,
     make_template_task_function,
-    prompt_id_for,
 )
 
 log = logging.getLogger(__name__)
@@ -66,14 +66,18 @@ def lh_config(settings: Settings) -> LHConfig:
 
 
 def task_functions(
-    executor: Executor, media: Media, templates: TemplateStore | None = None
+    executor: Executor,
+    media: Media,
+    templates: TemplateStore | None = None,
+    *,
+    scope: JobScope | None = None,
 ) -> dict[str, TaskFunction]:
     """The tasks this worker serves (COMFYUI_TASKS), by TaskDef name."""
     templates = templates or template_store(executor)
     every = {
-        TASK_NAME: make_task_function(executor, media),
-        JOB_TASK_NAME: make_job_task_function(executor, media, templates),
-        TEMPLATE_TASK_NAME: make_template_task_function(executor, media, templates),
+        TASK_NAME: make_task_function(executor, media, scope=scope),
+        JOB_TASK_NAME: make_job_task_function(executor, media, templates, scope=scope),
+        TEMPLATE_TASK_NAME: make_template_task_function(executor, media, templates, scope=scope),
     }
     return {name: every[name] for name in executor.settings.tasks}
 
@@ -183,7 +187,8 @@ async def serve(settings: Settings, config: LHConfig | None = None) -> None:
     executor = Executor(settings, keep_spare_socket=True)
     media = Media(settings, executor.client)
     templates = template_store(executor)
-    tasks = task_functions(executor, media, templates)
+    scope = JobScope.of(config, settings)
+    tasks = task_functions(executor, media, templates, scope=scope)
     readiness = ComfyUIReadiness(executor)
     supervisor = Supervisor(tasks, config, ready=lambda: readiness.ready)
     readiness.on_change = supervisor.wake
@@ -212,7 +217,7 @@ async def serve(settings: Settings, config: LHConfig | None = None) -> None:
             settings.max_in_flight,
             config.num_worker_threads,
         )
-        await _run_until_signal(supervisor, readiness, settings, executor)
+        await _run_until_signal(supervisor, readiness, settings, executor, scope)
     finally:
         if health is not None:
             await asyncio.to_thread(health.close)
@@ -221,7 +226,11 @@ async def serve(settings: Settings, config: LHConfig | None = None) -> None:
 
 
 async def _run_until_signal(
-    supervisor: Supervisor, readiness: ComfyUIReadiness, settings: Settings, executor: Executor
+    supervisor: Supervisor,
+    readiness: ComfyUIReadiness,
+    settings: Settings,
+    executor: Executor,
+    scope: JobScope,
 ) -> None:
     """Serve until the first SIGTERM/SIGINT, then drain; a second signal exits at once.
 
@@ -264,7 +273,8 @@ async def _run_until_signal(
             await asyncio.gather(
                 *(
                     executor.abandon(
-                        prompt_id_for(claim.task.task_run_id.task_guid), "the worker shut down"
+                        JobIdentity.of(claim.task.task_run_id, scope).prompt_id,
+                        "the worker shut down",
                     )
                     for claim in cancelled
                 )

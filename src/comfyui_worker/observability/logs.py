@@ -27,7 +27,7 @@ from ..constants import LogFormat
 from ..settings import is_secret_name
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-JOB_FIELDS = ("prompt_id", "wf_run_id", "task_run_id", "attempt")
+JOB_FIELDS = ("prompt_id", "tenant", "wf_run_id", "task_run_id", "attempt")
 # Shorter values are not credentials worth the risk of blanking ordinary words.
 MIN_SECRET_LENGTH = 4
 REDACTED = "***"
