@@ -73,7 +73,8 @@ async def test_a_job_with_many_steps_logs_progress_sparingly_and_shows_on_the_bo
     assert sample("comfyui_worker_jobs_in_flight") >= 1
     row = seen[-1]
     assert row["state"] == "running" and row["node"] == "2" and row["node_type"] == "ImageBlur"
-    assert row["task_run_id"] == "g-progress" and row["attempt"] == 0
+    assert row["wf_run_id"] == "g-progress" and row["task_run_id"] == "0-1"
+    assert row["attempt"] == 0
     assert "node 2 (ImageBlur) step" in str(row["detail"])
     report = decode_report(await fake.await_report(run_id, timeout=15))
     assert report.status == "TASK_SUCCESS", report.error_message
