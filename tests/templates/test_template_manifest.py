@@ -3,10 +3,13 @@ touches, the others loaded."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 
+from comfyui_worker.exceptions import InvalidParamsError
+from comfyui_worker.templates.binding import bind
 from comfyui_worker.templates.manifest import load_catalogue
 from comfyui_worker.templates.params import ParamType
 from template_dirs import EXAMPLES, GRAPH, make_dir, write
@@ -111,7 +114,7 @@ size:
             "default: 200 is above the maximum 128 (max)",
         ),
         (
-            "parameters: [size]\n  overrides: {size: {required: true}}",
+            "parameters: [size]\n  overrides: {size: {required: true, default: 100}}",
             "required",
             "is required and has a default",
         ),
@@ -169,6 +172,43 @@ bad:
     problems = catalogue.broken["bad"]
     assert any(p.rule == rule and fragment in p.message for p in problems), problems
     assert all("template 'bad'" in p.message for p in problems)
+
+
+LABEL = """
+label:
+  type: string
+  required: true
+  targets: [{node: Text, input: source}]
+"""
+
+
+def test_an_override_wins_over_required_or_default_of_a_shared_definition(
+    tmp_path: Path,
+) -> None:
+    root = make_dir(
+        tmp_path / "t",
+        """
+strict:
+  workflow_file: graph.json
+  parameters: [size, label]
+  overrides: {size: {required: true}, label: {default: hi}}
+shared:
+  workflow_file: graph.json
+  parameters: [size, label]
+""",
+        base=BASE + LABEL,
+    )
+    catalogue = load_catalogue(root)
+    assert catalogue.broken == {}
+    strict, shared = catalogue.templates["strict"], catalogue.templates["shared"]
+    size, label = strict.params["size"], strict.params["label"]
+    assert size.required and not size.has_default and (size.minimum, size.maximum) == (16, 128)
+    assert not label.required and label.default == "hi"
+    assert shared.params["size"].default == 64 and not shared.params["size"].required
+    assert shared.params["label"].required
+    with pytest.raises(InvalidParamsError, match="parameter 'size' is required and missing"):
+        bind(strict, {}, rng=random.Random())
+    assert bind(strict, {"size": 20}, rng=random.Random()).params == {"size": 20, "label": "hi"}
 
 
 def test_every_problem_of_a_template_is_listed(tmp_path: Path) -> None:

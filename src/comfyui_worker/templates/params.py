@@ -285,7 +285,7 @@ def _with_default(spec: ParamSpec, raw: object, out: _Collector) -> ParamSpec:
     if spec.required:
         out.bad(
             "required",
-            "is required and has a default; drop one (an override can set `default: null`)",
+            "is required and has a default; drop one",
         )
         return spec
     if spec.type is ParamType.IMAGE:
