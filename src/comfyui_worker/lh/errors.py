@@ -47,6 +47,7 @@ BUSINESS_EXCEPTIONS: tuple[tuple[type[ComfyUIWorkerError], ExceptionName], ...] 
     (OutputMissingError, ExceptionName.OUTPUT_MISSING),
     (OutputStoreDeniedError, ExceptionName.OUTPUT_STORE_DENIED),
     # A broken template needs an operator's fix; the caller's retry would fail the same way.
+    # TemplatesUnreadableError is left out on purpose: a manifest read mid-write is retried.
     (UnknownTemplateError, ExceptionName.UNKNOWN_TEMPLATE),
     (InvalidParamsError, ExceptionName.INVALID_PARAMS),
     (BrokenTemplateError, ExceptionName.BROKEN_TEMPLATE),
