@@ -15,7 +15,8 @@ from typing import Any
 from ..exceptions import InvalidWorkflowError, TemplateProblem
 from ..workflow import load_workflow_file
 from .definitions import BASE_FILE, SharedDefinitions
-from .params import ParamSpec, describe, parse_param
+from .params import ParamSpec, describe
+from .parsing import parse_param
 from .targets import ResolvedTarget, resolve_targets
 from .yamlfile import Duplicate, ManifestFileError, Stamp, read_yaml, stamp
 
