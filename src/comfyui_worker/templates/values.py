@@ -41,8 +41,9 @@ EXPECTED = {
 }
 
 _EVALUATED = frozenset(
-    {"type", "minimum", "maximum", "enum", "properties", "required", "additionalProperties"}
-    | {"anyOf", "oneOf"}
+    {"type", "minimum", "maximum", "enum"}
+    # for the input object of an image parameter
+    | {"properties", "required", "additionalProperties", "anyOf", "oneOf"}
 )
 _ANNOTATIONS = frozenset({"$schema", "title", "description", "default", "x-choices"})
 
