@@ -27,7 +27,8 @@
     └── TemplateError ............... a named template cannot be turned into a workflow
         ├── UnknownTemplateError .... no template of that name (or no templates set up)
         ├── BrokenTemplateError ..... its manifest entry or workflow file is broken
-        └── InvalidParamsError ...... the parameters given do not fit its definitions
+        ├── InvalidParamsError ...... the parameters given do not fit its definitions
+        └── TemplatesUnreadableError  a manifest cannot be read now (being rewritten?): retryable
 
 Which of these retrying cannot fix (bad input, validation, execution, unsafe paths...) is decided
 in one place, `lh.errors`, where they become named LittleHorse business exceptions.
@@ -377,3 +378,9 @@ class BrokenTemplateError(TemplateError):
 
 class InvalidParamsError(TemplateError):
     pass
+
+
+class TemplatesUnreadableError(TemplateError):
+    """A manifest cannot be read as a whole right now (most likely a file being rewritten)
+    and the templates last read do not answer for this one: whether it exists, and how,
+    is unknown until the file can be read, so a later attempt may well succeed."""

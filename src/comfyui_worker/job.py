@@ -39,8 +39,12 @@ class InputSource(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
+        # Exactly one of them is a string (the others absent or null), as _exactly_one says.
         json_schema_extra={
-            "oneOf": [{"required": ["base64"]}, {"required": ["url"]}, {"required": ["uri"]}]
+            "oneOf": [
+                {"required": [key], "properties": {key: {"type": "string"}}}
+                for key in ("base64", "url", "uri")
+            ]
         },
     )
 

@@ -3,10 +3,15 @@ touches, the others loaded."""
 
 from __future__ import annotations
 
+import random
+import re
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
+from comfyui_worker.exceptions import InvalidParamsError
+from comfyui_worker.templates.binding import bind
 from comfyui_worker.templates.manifest import load_catalogue
 from comfyui_worker.templates.params import ParamType
 from template_dirs import EXAMPLES, GRAPH, make_dir, write
@@ -111,7 +116,7 @@ size:
             "default: 200 is above the maximum 128 (max)",
         ),
         (
-            "parameters: [size]\n  overrides: {size: {required: true}}",
+            "parameters: [size]\n  overrides: {size: {required: true, default: 100}}",
             "required",
             "is required and has a default",
         ),
@@ -169,6 +174,43 @@ bad:
     problems = catalogue.broken["bad"]
     assert any(p.rule == rule and fragment in p.message for p in problems), problems
     assert all("template 'bad'" in p.message for p in problems)
+
+
+LABEL = """
+label:
+  type: string
+  required: true
+  targets: [{node: Text, input: source}]
+"""
+
+
+def test_an_override_wins_over_required_or_default_of_a_shared_definition(
+    tmp_path: Path,
+) -> None:
+    root = make_dir(
+        tmp_path / "t",
+        """
+strict:
+  workflow_file: graph.json
+  parameters: [size, label]
+  overrides: {size: {required: true}, label: {default: hi}}
+shared:
+  workflow_file: graph.json
+  parameters: [size, label]
+""",
+        base=BASE + LABEL,
+    )
+    catalogue = load_catalogue(root)
+    assert catalogue.broken == {}
+    strict, shared = catalogue.templates["strict"], catalogue.templates["shared"]
+    size, label = strict.params["size"], strict.params["label"]
+    assert size.required and not size.has_default and (size.minimum, size.maximum) == (16, 128)
+    assert not label.required and label.default == "hi"
+    assert shared.params["size"].default == 64 and not shared.params["size"].required
+    assert shared.params["label"].required
+    with pytest.raises(InvalidParamsError, match="parameter 'size' is required and missing"):
+        bind(strict, {}, rng=random.Random())
+    assert bind(strict, {"size": 20}, rng=random.Random()).params == {"size": 20, "label": "hi"}
 
 
 def test_every_problem_of_a_template_is_listed(tmp_path: Path) -> None:
@@ -250,6 +292,70 @@ def test_unreadable_workflows_yaml_keeps_known_names_as_broken(tmp_path: Path) -
     assert catalogue.templates == {} and sorted(catalogue.broken) == ["a", "b"]
     assert "workflows.yaml is not valid YAML" in messages(catalogue.broken["a"])
     assert "line 1" in messages(catalogue.broken["a"])
+
+
+def test_anchors_aliases_and_merge_keys_work(tmp_path: Path) -> None:
+    root = make_dir(
+        tmp_path / "t",
+        """
+one:
+  workflow_file: graph.json
+  parameters: &both [size, height]
+two:
+  workflow_file: graph.json
+  parameters: *both
+  overrides: {height: {default: 100}}
+""",
+        base=BASE.replace("size:", "size: &size")
+        + "height:\n  <<: *size\n  targets: [{node: Canvas, input: height}]\n",
+    )
+    catalogue = load_catalogue(root)
+    assert catalogue.broken == {} and catalogue.file_problems == ()
+    height = catalogue.templates["one"].params["height"]
+    assert (height.default, height.maximum, height.targets[0].input) == (64, 128, "height")
+    assert catalogue.templates["two"].params["height"].default == 100
+
+
+def nested_aliases(levels: int) -> str:
+    """Each level a list of nine aliases of the one before: 9**levels strings in all."""
+    lines = ["  a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("file", ["workflows.yaml", "base.yaml"])
+def test_nested_aliases_are_refused_without_expanding_them(tmp_path: Path, file: str) -> None:
+    bomb = f"laughs:\n  workflow_file: graph.json\n{nested_aliases(10)}\n"
+    shared = "size:\n  type: int\n  targets: [{node: Canvas, input: width}]\n" + bomb
+    if file == "workflows.yaml":
+        root = make_dir(tmp_path / "t", bomb)
+    else:
+        root = make_dir(tmp_path / "t", "ok: {workflow_file: graph.json}\n", base=shared)
+    tracemalloc.start()
+    try:
+        catalogue = load_catalogue(root)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20
+    texts = " | ".join(p.message for p in catalogue.file_problems)
+    added = re.search(rf"{file} has aliases that would add ([\d,]+) nodes", texts)
+    assert added is not None and int(added[1].replace(",", "")) > 9**10, texts
+    assert "at most 100,000 may come from aliases" in texts
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("a: &a [*a]\n", "has a recursive alias (line 1)"),
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "nests too deeply to be read"),
+    ],
+    ids=["recursive", "deep"],
+)
+def test_self_containing_or_too_deep_yaml_is_refused(tmp_path: Path, text: str, says: str) -> None:
+    catalogue = load_catalogue(make_dir(tmp_path / "t", text), known=("a",))
+    assert f"workflows.yaml {says}" in messages(catalogue.broken["a"])
 
 
 def test_a_directory_without_workflows_yaml_is_reported(tmp_path: Path) -> None:

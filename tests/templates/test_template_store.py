@@ -13,8 +13,10 @@ from comfyui_worker.comfyui.client import ComfyUIClient
 from comfyui_worker.exceptions import (
     BrokenTemplateError,
     InvalidParamsError,
+    TemplateError,
     UnknownTemplateError,
 )
+from comfyui_worker.lh.errors import business_name
 from comfyui_worker.templates.store import TemplateStore
 from template_dirs import copy_examples, write
 
@@ -66,18 +68,53 @@ async def test_add_edit_break_and_fix_without_a_restart(
     assert (await store.bind("tiny", {"caption": "back"})).params["caption"] == "back"
 
 
-async def test_a_broken_manifest_is_named_in_the_task_error(root: Path) -> None:
+def torn(text: str, at: str) -> str:
+    """`text` cut short inside the flow collection before the last `at`: not YAML."""
+    return text[: text.rindex(at) + 4]
+
+
+async def test_a_manifest_being_rewritten_keeps_the_last_complete_read(
+    root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     store = TemplateStore(root)
-    await store.bind("animate", {})
-    original = (root / "workflows.yaml").read_text()
-    write(root / "workflows.yaml", "animate: {workflow_file: animate.json\n")
-    with pytest.raises(BrokenTemplateError, match=r"workflows\.yaml is not valid YAML") as caught:
+    assert (await store.bind("animate", {})).params["width"] == 256
+    manifest, base = root / "workflows.yaml", root / "base.yaml"
+    full, shared = manifest.read_text() + EXTRA, base.read_text()
+    # Cut mid-entry, then truncated to nothing, then the shared definitions cut too.
+    for workflows, definitions in ((torn(full, "[caption]"), shared), ("", shared), (full, "")):
+        write(manifest, workflows)
+        write(base, definitions)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert (await store.bind("animate", {})).params["width"] == 256
+        assert "serving the templates of its last complete read (animate, invert, solid)" in (
+            caplog.text
+        )
+        # A template this very edit adds is not known yet: retried, not refused.
+        with pytest.raises(TemplateError) as caught:
+            await store.bind("tiny", {"caption": "new"})
+        assert business_name(caught.value) is None, caught.value
+        assert caught.value.details()["rule"] == "unreadable"
+        assert "cannot be read as a whole now" in str(caught.value)
+        assert "a later attempt reads it again" in str(caught.value)
+    assert "base.yaml is empty, and had content when last read" in str(caught.value)
+    write(base, shared)
+    assert (await store.bind("tiny", {"caption": "new"})).params == {"caption": "new"}
+
+
+async def test_a_manifest_unreadable_from_the_start_fails_lookups_retryably(root: Path) -> None:
+    manifest = root / "workflows.yaml"
+    full = manifest.read_text()
+    write(manifest, torn(full, "blur_radius"))
+    store = TemplateStore(root)
+    with pytest.raises(TemplateError) as caught:
         await store.bind("animate", {})
-    assert caught.value.template == "animate"
-    write(root / "base.yaml", "color: [unclosed\n")
-    write(root / "workflows.yaml", original)
-    with pytest.raises(BrokenTemplateError, match=r"comes from base\.yaml is not valid YAML"):
-        await store.bind("animate", {})
+    assert business_name(caught.value) is None, caught.value
+    assert "workflows.yaml is not valid YAML" in str(caught.value)
+    write(manifest, full)
+    assert (await store.bind("animate", {})).params["width"] == 256
+    with pytest.raises(UnknownTemplateError):
+        await store.bind("nope", {})
 
 
 async def test_comfyui_choices_come_from_object_info(root: Path, comfyui_mock: MockHandle) -> None:

@@ -186,3 +186,25 @@ async def test_templates_change_while_the_worker_serves(
     assert "animate.json is not valid JSON" in broken.exception_message
     _, other = await run_template(fake, "plain", {"caption": "still"}, "guid-hot-other")
     assert other.status == "TASK_SUCCESS"
+
+
+async def test_a_manifest_read_mid_rewrite_fails_no_task_for_good(
+    worker: None, fake: FakeLittleHorse, root: Path
+) -> None:
+    manifest = root / "workflows.yaml"
+    full = manifest.read_text() + "\nplain:\n  workflow_file: solid.json\n  parameters: [caption]\n"
+    _, before = await run_template(fake, "animate", {"frames": 2}, "guid-torn-before")
+    assert before.status == "TASK_SUCCESS"
+
+    write(manifest, full[: full.rindex("[caption]") + 4])  # written up to "[cap"
+    _, served = await run_template(fake, "animate", {"frames": 2}, "guid-torn-served")
+    assert served.status == "TASK_SUCCESS", served.error_message or served.exception_message
+    run_id, added = await run_template(fake, "plain", {"caption": "new"}, "guid-torn-added")
+    assert added.status == "TASK_FAILED" and added.exception_name is None, added
+    assert "workflows.yaml is not valid YAML" in added.error_message
+
+    write(manifest, full)  # the write completes; LittleHorse retries the task
+    fake.retry_task(run_id)
+    retry = decode_report(await fake.await_report(run_id, attempt_number=1, timeout=15))
+    assert retry.status == "TASK_SUCCESS", retry.error_message or retry.exception_message
+    assert retry.output["params"] == {"caption": "new"}

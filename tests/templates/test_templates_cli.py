@@ -56,6 +56,31 @@ def test_show_json_prints_the_params_schema(capsys: pytest.CaptureFixture[str]) 
     assert sorted(photo["properties"]) == ["base64", "uri", "url"]
 
 
+def test_an_override_makes_a_shared_parameter_required(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = make_dir(
+        tmp_path / "t",
+        """
+strict:
+  workflow_file: graph.json
+  parameters: [color]
+  overrides: {color: {required: true}}
+""",
+        base="color: {type: int, default: 0, min: 0, targets: [{node: Canvas, input: color}]}\n",
+    )
+    monkeypatch.setenv("COMFYUI_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("COMFYUI_TEMPLATES_DIR", str(root))
+    assert main(["templates", "check"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["templates", "show", "strict"]) == 0
+    assert "color  int  required  range: 0..  -> node 1 EmptyImage.color" in capsys.readouterr().out
+    assert main(["templates", "show", "strict", "--json"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["required"] == ["color"]
+    assert schema["properties"]["color"] == {"type": "integer", "minimum": 0}
+
+
 @pytest.mark.usefixtures("offline")
 def test_show_an_unknown_template(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["templates", "show", "nope"]) == 1

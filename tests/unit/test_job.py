@@ -76,9 +76,8 @@ def test_json_schema_describes_the_envelope() -> None:
     source = schema["$defs"]["InputSource"]
     assert source["additionalProperties"] is False
     assert source["oneOf"] == [
-        {"required": ["base64"]},
-        {"required": ["url"]},
-        {"required": ["uri"]},
+        {"required": [key], "properties": {key: {"type": "string"}}}
+        for key in ("base64", "url", "uri")
     ]
     assert schema["$defs"]["OutputMode"]["enum"] == ["path", "base64", "store"]
     json.dumps(schema)

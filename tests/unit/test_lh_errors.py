@@ -31,6 +31,7 @@ from comfyui_worker.exceptions import (
     PromptValidationError,
     ServerError,
     TemplateProblem,
+    TemplatesUnreadableError,
     TransportError,
     UnknownTemplateError,
     UnsafeOutputPathError,
@@ -148,6 +149,7 @@ def test_content_names_the_node() -> None:
         JobTimeoutError("p", 5),
         InputFetchError("HTTP 503", input_name="m.png", rule="fetch"),
         OutputStoreError("store unreachable", bucket="b"),
+        TemplatesUnreadableError("workflows.yaml is not valid YAML", template="t"),
     ],
 )
 def test_technical_failures_stay_retryable(exc: Exception) -> None:

@@ -50,6 +50,7 @@ BUSINESS_EXCEPTIONS: tuple[tuple[type[ComfyUIWorkerError], ExceptionName], ...] 
     # Every retry has the same prompt_id and finds the same foreign prompt under it.
     (PromptConflictError, ExceptionName.PROMPT_CONFLICT),
     # A broken template needs an operator's fix; the caller's retry would fail the same way.
+    # TemplatesUnreadableError is left out on purpose: a manifest read mid-write is retried.
     (UnknownTemplateError, ExceptionName.UNKNOWN_TEMPLATE),
     (InvalidParamsError, ExceptionName.INVALID_PARAMS),
     (BrokenTemplateError, ExceptionName.BROKEN_TEMPLATE),

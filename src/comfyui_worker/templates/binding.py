@@ -17,12 +17,11 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import ValidationError
-
 from ..exceptions import BrokenTemplateError, InvalidParamsError, TemplateProblem
 from ..job import InputSource
 from .manifest import Template
-from .params import ParamSpec, ParamType, check_value, describe
+from .params import ParamSpec, ParamType, describe
+from .values import as_bound, check_value
 
 
 @dataclass(slots=True, kw_only=True)
@@ -78,16 +77,13 @@ def bind(
     template_problems: list[TemplateProblem] = []
     for name, spec in template.params.items():
         if name in given:
-            value = given[name]
-            if (problem := check_value(spec, value, choices=choices.get(name))) is not None:
+            if (problem := check_value(spec, given[name], choices=choices.get(name))) is not None:
                 problems.append(problem)
                 continue
+            value = as_bound(spec.type, given[name])
             if spec.type is ParamType.IMAGE:
-                source = _image_source(name, value)
-                if isinstance(source, TemplateProblem):
-                    problems.append(source)
-                    continue
-                images[name] = source
+                # Its schema, the model's own, has checked it.
+                images[name] = InputSource.model_validate(value)
         elif spec.required:
             problems.append(
                 TemplateProblem(name, "required", f"parameter {name!r} is required and missing")
@@ -153,24 +149,6 @@ def image_input_name(param: str, source: InputSource) -> str:
     elif source.base64 is not None and (match := _DATA_URL.match(source.base64)):
         suffix = _MIME_SUFFIXES.get(match.group(1).lower(), "")
     return param + (suffix if suffix in _IMAGE_SUFFIXES else ".png")
-
-
-def _image_source(name: str, value: object) -> InputSource | TemplateProblem:
-    try:
-        return InputSource.model_validate(value)
-    except ValidationError as exc:
-        reasons = "; ".join(
-            "unknown key " + ".".join(map(str, e["loc"]))
-            if e["type"] == "extra_forbidden"
-            else str(e["msg"]).removeprefix("Value error, ")
-            for e in exc.errors()
-        )
-        return TemplateProblem(
-            name,
-            "image",
-            f"parameter {name!r}: not an input ({reasons}); give one of "
-            '{"base64": ...}, {"url": ...} or {"uri": ...}',
-        )
 
 
 _BOOLS = {"true": True, "false": False}

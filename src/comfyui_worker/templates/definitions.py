@@ -145,6 +145,18 @@ class SharedDefinitions:
                 continue
             definition, origin = definitions[name]
             if isinstance(definition, dict):
-                # `field: null` in an override removes the field (e.g. a shared default).
-                merged = {k: v for k, v in {**definition, **fields}.items() if v is not None}
-                definitions[name] = (merged, f"{origin} with overrides")
+                definitions[name] = (_overridden(definition, fields), f"{origin} with overrides")
+
+
+def _overridden(definition: dict[Any, Any], fields: dict[Any, Any]) -> dict[Any, Any]:
+    """The shared definition with this template's fields. The override is the more specific
+    statement: `required: true` makes a shared parameter mandatory here, so its shared
+    default no longer applies; a `default` makes a shared required one optional here. An
+    override that says both contradicts itself and is refused like any such definition."""
+    merged = {**definition, **fields}
+    if fields.get("required") is True and "default" not in fields:
+        merged.pop("default", None)
+    if fields.get("default") is not None and "required" not in fields:
+        merged.pop("required", None)
+    # `field: null` in an override removes the field (e.g. a shared default).
+    return {k: v for k, v in merged.items() if v is not None}

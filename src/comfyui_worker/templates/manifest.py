@@ -15,7 +15,8 @@ from typing import Any
 from ..exceptions import InvalidWorkflowError, TemplateProblem
 from ..workflow import load_workflow_file
 from .definitions import BASE_FILE, SharedDefinitions
-from .params import ParamSpec, describe, parse_param
+from .params import ParamSpec, describe
+from .parsing import parse_param
 from .targets import ResolvedTarget, resolve_targets
 from .yamlfile import Duplicate, ManifestFileError, Stamp, read_yaml, stamp
 
@@ -46,6 +47,9 @@ class Catalogue:
     # The readable parts of broken templates, for `templates check`; never run.
     drafts: dict[str, Template] = field(default_factory=dict)
     file_problems: tuple[TemplateProblem, ...] = ()
+    # The manifests (file names) that could not be read as a whole; their reasons are among
+    # file_problems.
+    unreadable: tuple[str, ...] = ()
     # The files whose change means a reload, and their stamps taken before they were read.
     watched: tuple[Path, ...] = ()
     stamps: tuple[Stamp, ...] = ()
@@ -106,9 +110,11 @@ def load_catalogue(directory: Path, *, known: tuple[str, ...] = ()) -> Catalogue
     file_stamps: dict[Path, Stamp] = {directory: stamp(directory)}
     if directory.is_dir() and not workflows_path.exists():
         file_problems.append(_problem("file", f"{directory}: no {WORKFLOWS_FILE}: no templates"))
+    unreadable: list[str] = []
     base, base_dups, base_error = _read_mapping(base_path, "parameter", file_stamps)
     if base_error:
         file_problems.append(_problem("yaml", base_error))
+        unreadable.append(BASE_FILE)
     entries, entry_dups, entries_error = _read_mapping(workflows_path, "template", file_stamps)
     if entries_error:
         file_problems.append(_problem("yaml", entries_error))
@@ -116,6 +122,7 @@ def load_catalogue(directory: Path, *, known: tuple[str, ...] = ()) -> Catalogue
             directory=directory,
             broken={name: (_problem("yaml", entries_error),) for name in known},
             file_problems=tuple(file_problems),
+            unreadable=(*unreadable, WORKFLOWS_FILE),
             watched=tuple(file_stamps),
             stamps=tuple(file_stamps.values()),
         )
@@ -145,6 +152,7 @@ def load_catalogue(directory: Path, *, known: tuple[str, ...] = ()) -> Catalogue
         broken=broken,
         drafts=drafts,
         file_problems=tuple(file_problems),
+        unreadable=tuple(unreadable),
         watched=tuple(file_stamps),
         stamps=tuple(file_stamps.values()),
     )

@@ -1,39 +1,24 @@
-"""What a template takes, for people (`templates show`) and for programs (its JSON Schema)."""
+"""What a template takes, for people (`templates show`) and for programs (its JSON Schema,
+the very schema binding checks values against: see `values`)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
-from ..job import InputSource
 from .manifest import Template
-from .params import ParamSpec, ParamType
-
-_JSON_TYPES = {
-    ParamType.STRING: "string",
-    ParamType.INT: "integer",
-    ParamType.FLOAT: "number",
-    ParamType.BOOL: "boolean",
-}
+from .params import ParamSpec
+from .values import value_schema
 
 
-def param_schema(spec: ParamSpec, template: Template) -> dict[str, Any]:
-    schema: dict[str, Any] = {}
-    if spec.type is ParamType.ENUM:
-        if spec.choices is not None:
-            schema["enum"] = list(spec.choices)
-        else:
-            schema["type"] = "string"
-            schema["x-choices"] = f"ComfyUI's list for {_targets(spec, template)}"
-    elif spec.type is ParamType.IMAGE:
-        # The same object as a job's inputs take.
-        schema = {k: v for k, v in InputSource.model_json_schema().items() if k != "title"}
-    else:
-        schema["type"] = _JSON_TYPES[spec.type]
-    if spec.minimum is not None:
-        schema["minimum"] = spec.minimum
-    if spec.maximum is not None:
-        schema["maximum"] = spec.maximum
+def param_schema(
+    spec: ParamSpec, template: Template, choices: tuple[Any, ...] | None = None
+) -> dict[str, Any]:
+    """`choices`: ComfyUI's list for a `choices: comfyui` parameter, when known."""
+    schema = value_schema(spec, choices)
+    if spec.comfyui_choices and choices is None:
+        schema["x-choices"] = f"ComfyUI's list for {_targets(spec, template)}"
     if spec.has_default:
         schema["default"] = spec.default
     description = spec.description
@@ -44,15 +29,20 @@ def param_schema(spec: ParamSpec, template: Template) -> dict[str, Any]:
     return schema
 
 
-def params_schema(template: Template) -> dict[str, Any]:
-    """The JSON Schema of the `params` object this template takes."""
+def params_schema(
+    template: Template, choices: Mapping[str, tuple[Any, ...]] | None = None
+) -> dict[str, Any]:
+    """The JSON Schema of the `params` object this template takes; `choices` as binding gets
+    them (ComfyUI's lists, by parameter)."""
+    choices = choices or {}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": f"params of template {template.name}",
         "description": template.description,
         "type": "object",
         "properties": {
-            name: param_schema(spec, template) for name, spec in template.params.items()
+            name: param_schema(spec, template, choices.get(name))
+            for name, spec in template.params.items()
         },
         "required": [name for name, spec in template.params.items() if spec.required],
         "additionalProperties": False,

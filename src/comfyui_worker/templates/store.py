@@ -4,19 +4,32 @@ Before each task one thread hop stats the manifests and the workflow files they 
 `stat` calls); only when a size, mtime or inode changed is the directory read again. A broken
 file disables only the templates it touches: their tasks get its reason, the rest keep
 working, and the reason is logged once per change.
+
+A manifest that cannot be read as a whole (not YAML, not a mapping, emptied since it was last
+read) is almost always one being rewritten: an editor or `cat >` truncates it, then writes.
+Such a read changes nothing: the templates of the last complete read are served, and a task
+for any other name fails retryably (never with a business exception LittleHorse would not
+retry) until the file can be read again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import BrokenTemplateError, TemplateProblem, UnknownTemplateError
+from ..exceptions import (
+    BrokenTemplateError,
+    TemplateProblem,
+    TemplatesUnreadableError,
+    UnknownTemplateError,
+)
 from .binding import BoundTemplate, bind, seeded_rng
-from .manifest import Catalogue, Template, load_catalogue
+from .definitions import BASE_FILE
+from .manifest import WORKFLOWS_FILE, Catalogue, Template, load_catalogue
 from .object_info import combo_choices, node_info_of
 from .yamlfile import stamps
 
@@ -32,7 +45,8 @@ class TemplateStore:
     def __init__(self, directory: Path, *, object_info: ObjectInfo | None = None) -> None:
         self.directory = directory
         self._object_info = object_info
-        self._catalogue: Catalogue | None = None
+        self._catalogue: Catalogue | None = None  # what lookups answer from
+        self._complete: Catalogue | None = None  # the last read of whole manifests
         self._lock = asyncio.Lock()
 
     async def catalogue(self) -> Catalogue:
@@ -42,12 +56,37 @@ class TemplateStore:
                 # Another task may have reloaded while this one waited for the lock.
                 if await asyncio.to_thread(self._changed):
                     previous = self._catalogue or Catalogue(directory=self.directory)
-                    self._catalogue = await asyncio.to_thread(
+                    loaded = await asyncio.to_thread(
                         load_catalogue, self.directory, known=tuple(previous.names)
                     )
+                    self._catalogue = self._serving(loaded)
                     _log_changes(previous, self._catalogue)
         assert self._catalogue is not None
         return self._catalogue
+
+    def _serving(self, loaded: Catalogue) -> Catalogue:
+        """`loaded`, or when a manifest could not be read as a whole, the last complete
+        read's templates watching `loaded`'s files (so that the next change reads again)."""
+        if self._complete is not None:
+            loaded = _emptied(self._complete, loaded)
+        if not loaded.unreadable:
+            self._complete = loaded
+            return loaded
+        if self._complete is None:
+            return loaded
+        log.warning(
+            "templates: %s cannot be read as a whole; serving the templates of its last "
+            "complete read (%s) until it can",
+            ", ".join(loaded.unreadable),
+            ", ".join(sorted(self._complete.templates)) or "none",
+        )
+        return dataclasses.replace(
+            self._complete,
+            file_problems=loaded.file_problems,
+            unreadable=loaded.unreadable,
+            watched=loaded.watched,
+            stamps=loaded.stamps,
+        )
 
     def _changed(self) -> bool:
         # The stamps were taken before each file was read, so an edit made while it was being
@@ -59,6 +98,8 @@ class TemplateStore:
         catalogue = await self.catalogue()
         if (template := catalogue.templates.get(name)) is not None:
             return template
+        if catalogue.unreadable:
+            raise TemplatesUnreadableError.of(name, [_unreadable(catalogue, name)])
         if name in catalogue.broken:
             raise BrokenTemplateError.of(name, catalogue.broken[name])
         reasons = [p.message for p in catalogue.file_problems]
@@ -135,7 +176,49 @@ class TemplateStore:
         return result
 
 
+def _emptied(complete: Catalogue, loaded: Catalogue) -> Catalogue:
+    """`loaded` with the manifests that had content in the last complete read and are empty
+    now marked unreadable: the moment between the truncation and the write of a rewrite.
+    (A manifest meant to say "none" can say `{}`.)"""
+    before = dict(zip(complete.watched, complete.stamps, strict=True))
+    now = dict(zip(loaded.watched, loaded.stamps, strict=True))
+    emptied = [
+        name
+        for name in (BASE_FILE, WORKFLOWS_FILE)
+        if name not in loaded.unreadable
+        and (old := before.get(loaded.directory / name)) is not None
+        and (new := now.get(loaded.directory / name)) is not None
+        and old[2] > 0  # a stamp's size
+        and new[2] == 0
+    ]
+    if not emptied:
+        return loaded
+    problems = [
+        TemplateProblem(None, "yaml", f"{name} is empty, and had content when last read")
+        for name in emptied
+    ]
+    return dataclasses.replace(
+        loaded,
+        file_problems=(*loaded.file_problems, *problems),
+        unreadable=(*loaded.unreadable, *emptied),
+    )
+
+
+def _unreadable(catalogue: Catalogue, name: str) -> TemplateProblem:
+    reasons = "; ".join(p.message for p in catalogue.file_problems if p.rule == "yaml")
+    last = ", ".join(sorted(catalogue.templates)) or "none"
+    return TemplateProblem(
+        None,
+        "unreadable",
+        f"{catalogue.directory} cannot be read as a whole now ({reasons}; a file being "
+        f"rewritten?) and the templates last read ({last}) have no working {name!r}; "
+        "a later attempt reads it again",
+    )
+
+
 def _log_changes(previous: Catalogue, current: Catalogue) -> None:
+    if previous.unreadable and not current.unreadable:
+        log.info("templates: %s read as a whole again", ", ".join(previous.unreadable))
     for problem in current.file_problems:
         if problem not in previous.file_problems:
             log.warning("templates: %s", problem.message)

@@ -3,6 +3,12 @@
 `yaml.safe_load` keeps the last of two equal keys without a word, so a parameter or template
 defined twice would silently lose one definition. Here the document is composed first, every
 mapping is searched for repeated keys, and each repeat is reported with its path and lines.
+
+Composing shares an anchored node among its aliases, but anything that walks the document
+(the search for repeats, an error message showing a value, the JSON sent to ComfyUI) meets
+it once per alias: nine lines of nested aliases ("billion laughs") stand for a billion
+nodes. The size the aliases expand to is counted on the shared nodes first, in time linear
+in the file, and a document that aliases would grow by more than MAX_ALIAS_NODES is refused.
 """
 
 from __future__ import annotations
@@ -32,6 +38,11 @@ def stamps(paths: tuple[Path, ...]) -> tuple[Stamp, ...]:
     return tuple(stamp(p) for p in paths)
 
 
+MAX_ALIAS_NODES = 100_000
+"""How many nodes aliases may add to a manifest: far above any real one's reuse of a target
+list or a `<<:` merge, far below what would take noticeable time or memory."""
+
+
 class ManifestFileError(Exception):
     """The file cannot be read or is not YAML; the message says where."""
 
@@ -57,12 +68,57 @@ def read_yaml(path: Path) -> tuple[Any, list[Duplicate]]:
         node = loader.get_single_node()
         if node is None:
             return None, []
+        _check_expansion(node)
         duplicates = list(_duplicates(node, ()))
         return loader.construct_document(node), duplicates
     except yaml.YAMLError as exc:
         raise ManifestFileError(f"is not valid YAML: {_one_line(exc)}") from exc
+    except RecursionError as exc:
+        # PyYAML composes and constructs recursively.
+        raise ManifestFileError("nests too deeply to be read") from exc
     finally:
         loader.dispose()
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand it by more than MAX_ALIAS_NODES nodes, or that
+    contains itself. Each distinct node is visited once (iteratively: no recursion limit)."""
+    expanded: dict[int, int] = {}  # id(node) -> nodes under it with aliases expanded
+    open_nodes: set[int] = set()  # started, children not all counted: the current path
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_counted = stack.pop()
+        key = id(node)
+        if children_counted:
+            open_nodes.discard(key)
+            expanded[key] = 1 + sum(expanded[id(child)] for child in _children(node))
+            continue
+        if key in expanded:
+            continue
+        if key in open_nodes:
+            # Only a node's own descendants are pushed while it is open.
+            mark = node.start_mark
+            raise ManifestFileError(
+                f"has a recursive alias (line {mark.line + 1}): an anchor used inside itself"
+            )
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in expanded)
+    added = expanded[id(root)] - len(expanded)
+    if added > MAX_ALIAS_NODES:
+        raise ManifestFileError(
+            f"has aliases that would add {added:,} nodes to its {len(expanded):,} (at most "
+            f"{MAX_ALIAS_NODES:,} may come from aliases); refused: a few lines of nested "
+            "aliases can stand for gigabytes"
+        )
 
 
 def _duplicates(node: yaml.Node, path: tuple[str, ...]) -> Iterator[Duplicate]:
