@@ -1,29 +1,41 @@
 """Download an input URL to a file: http(s) only, no private addresses, a size cap, a timeout.
 
-The address check runs on what the name resolves to, and the connection goes to exactly that
-address (the URL's host stays in the Host header and TLS SNI, so certificates still verify):
-a name that resolves to a public address for the check and a private one for the connection
-cannot slip through. Redirects are followed by hand so that every hop is checked the same way.
+`InputGuard` decides what an input may reach. The fetcher's connections are opened by a
+network backend that asks it: the host name is resolved there, every address it resolves to
+is checked, and the socket goes to exactly a checked address. So no request, redirect hop or
+retry reaches an address that was not checked, and a name that resolves to a public address
+for the check and a private one for the connection cannot slip through. Requests keep the
+URL's host name, so TLS verifies the certificate for it and the pool keys connections by it:
+a connection is reused only for the name its certificate was verified for. Redirects are
+followed by hand so that every hop's URL is checked the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
-from collections.abc import Callable
+import ssl
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 
+import httpcore
 import httpx
 
-from ..exceptions import InputFetchError, InvalidInputError
+from ..exceptions import InputError, InputFetchError, InvalidInputError
+from ..settings import Settings
 from ..streams import FileSink
 
 MAX_REDIRECTS = 5
 SCHEMES = ("http", "https")
+# httpx's own defaults: the pool below is built by hand and would otherwise get httpcore's.
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 AddressPolicy = Callable[[IPAddress], bool]
+Resolver = Callable[[str, int], Awaitable[Sequence[IPAddress]]]
+"""(host, port) -> the addresses a connection to it may go to."""
 
 
 # IPv6 prefixes whose last 32 bits are an IPv4 address they reach: NAT64's well-known prefix
@@ -60,22 +72,153 @@ def any_address(address: IPAddress) -> bool:
     return True
 
 
+async def system_resolver(host: str, port: int) -> list[IPAddress]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+
+
+class Refused(Exception):
+    """A connection the guard does not allow. It is raised where connections are opened,
+    which knows no input: the fetcher turns it into the input's error."""
+
+    def __init__(self, message: str, *, rule: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.retryable = retryable
+
+    def for_input(self, name: str) -> InputError:
+        error = InputFetchError if self.retryable else InvalidInputError
+        return error(str(self), input_name=name, rule=self.rule)
+
+
+class InputGuard:
+    """What job inputs may reach: URLs on addresses `allowed` passes (public ones unless the
+    deployment allows private ones), `resolver` saying what a host name stands for."""
+
+    def __init__(
+        self, *, allowed: AddressPolicy = public_only, resolver: Resolver = system_resolver
+    ) -> None:
+        self.allowed = allowed
+        self.resolver = resolver
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> InputGuard:
+        return cls(allowed=any_address if settings.input_allow_private_urls else public_only)
+
+    def url(self, name: str, url: str) -> httpx.URL:
+        """`url` parsed, if inputs may be fetched from such a URL; its host's addresses are
+        checked when a connection to it is opened (`addresses`)."""
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise InvalidInputError(
+                f"invalid URL {shown(url)!r}: {exc}", input_name=name, rule="url"
+            ) from exc
+        if parsed.scheme not in SCHEMES:
+            raise InvalidInputError(
+                f"URL scheme {parsed.scheme or '(none)'!r} is not allowed, only http and https",
+                input_name=name,
+                rule="url-scheme",
+            )
+        if not parsed.host:
+            raise InvalidInputError(f"URL {shown(url)!r} has no host", input_name=name, rule="url")
+        return parsed
+
+    async def addresses(self, host: str, port: int) -> list[IPAddress]:
+        """Where a connection to `host` may go; raises Refused unless every address of it is
+        allowed (the connection may go to any of them)."""
+        try:
+            addresses = [ipaddress.ip_address(host)]
+        except ValueError:
+            try:
+                addresses = list(dict.fromkeys(await self.resolver(host, port)))
+                if not addresses:
+                    raise OSError("no address")
+            except OSError as exc:
+                why = f"cannot resolve {host!r}: {exc}"
+                raise Refused(why, rule="dns", retryable=True) from exc
+        for address in addresses:
+            if not self.allowed(address):
+                resolved = "" if str(address) == host else f" resolves to {address}, which"
+                raise Refused(
+                    f"URL host {host!r}{resolved} is a private, loopback or link-local "
+                    "address; refused (COMFYUI_INPUT_ALLOW_PRIVATE_URLS=true allows it)",
+                    rule="private-address",
+                )
+        return addresses
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend, connecting only to addresses the guard allows."""
+
+    def __init__(self, guard: InputGuard) -> None:
+        self.guard = guard
+        self._backend = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's signature)
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        *others, last = await self.guard.addresses(host, port)
+        # The first address that accepts a connection answers, as a browser tries them.
+        for address in others:
+            with contextlib.suppress(httpcore.ConnectError):
+                return await self._backend.connect_tcp(
+                    str(address), port, timeout, local_address, socket_options
+                )
+        return await self._backend.connect_tcp(
+            str(last), port, timeout, local_address, socket_options
+        )
+
+    async def sleep(self, seconds: float) -> None:
+        await self._backend.sleep(seconds)
+
+
+class GuardedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport on a pool whose connections `GuardedBackend` opens. No proxy from
+    the environment: it would connect for us, to an address we never checked."""
+
+    def __init__(self, guard: InputGuard, verify: ssl.SSLContext | None = None) -> None:
+        context = verify or httpx.create_ssl_context(trust_env=False)
+        super().__init__(verify=context, trust_env=False, limits=LIMITS)
+        # httpx 0.28 cannot be given a network backend (encode/httpx#3749): the pool it just
+        # built, unused, gives way to one built alike with ours.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=context,
+            max_connections=LIMITS.max_connections,
+            max_keepalive_connections=LIMITS.max_keepalive_connections,
+            keepalive_expiry=LIMITS.keepalive_expiry,
+            network_backend=GuardedBackend(guard),
+        )
+
+
 class UrlFetcher:
-    """One pooled httpx client for input downloads (not ComfyUI's: other timeouts, no proxy)."""
+    """One pooled httpx client for input downloads (not ComfyUI's: other timeouts, no proxy).
+
+    `verify` is the TLS context input connections verify servers with (default: certifi's
+    authorities).
+    """
 
     def __init__(
         self,
         *,
         max_bytes: int,
         timeout: float,
-        allowed: AddressPolicy = public_only,
+        guard: InputGuard | None = None,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
         self.max_bytes = max_bytes
         self.timeout = timeout
-        self.allowed = allowed
-        # trust_env off: an HTTP(S)_PROXY would connect for us, to an address we never checked.
+        self.guard = guard or InputGuard()
         self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False
+            transport=GuardedTransport(self.guard, verify),
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            trust_env=False,
         )
 
     async def aclose(self) -> None:
@@ -98,7 +241,7 @@ class UrlFetcher:
 
     async def _fetch(self, name: str, url: str, dest: Path) -> tuple[int, str]:
         for _ in range(MAX_REDIRECTS + 1):
-            response = await self._send(name, url, await self._pinned_requests(name, url))
+            response = await self._send(name, url)
             try:
                 if response.is_redirect and "location" in response.headers:
                     url = str(httpx.URL(url).join(response.headers["location"]))
@@ -113,72 +256,18 @@ class UrlFetcher:
             rule="redirects",
         )
 
-    async def _send(self, name: str, url: str, requests: list[httpx.Request]) -> httpx.Response:
-        """The first address that accepts a connection answers, as a browser tries them."""
-        for i, request in enumerate(requests):
-            try:
-                return await self._http.send(request, stream=True)
-            except httpx.TransportError as exc:
-                if isinstance(exc, httpx.ConnectError) and i + 1 < len(requests):
-                    continue
-                raise InputFetchError(
-                    f"cannot download {shown(url)}: {type(exc).__name__}: {exc or 'no detail'}",
-                    input_name=name,
-                    rule="fetch",
-                ) from exc
-        raise AssertionError("a host resolves to at least one address")
-
-    async def _pinned_requests(self, name: str, url: str) -> list[httpx.Request]:
-        """GETs of `url`, one per checked address of its host, each connecting to it."""
+    async def _send(self, name: str, url: str) -> httpx.Response:
+        request = self._http.build_request("GET", self.guard.url(name, url))
         try:
-            parsed = httpx.URL(url)
-        except httpx.InvalidURL as exc:
-            raise InvalidInputError(
-                f"invalid URL {shown(url)!r}: {exc}", input_name=name, rule="url"
-            ) from exc
-        if parsed.scheme not in SCHEMES:
-            raise InvalidInputError(
-                f"URL scheme {parsed.scheme or '(none)'!r} is not allowed, only http and https",
+            return await self._http.send(request, stream=True)
+        except Refused as exc:
+            raise exc.for_input(name) from exc
+        except httpx.TransportError as exc:
+            raise InputFetchError(
+                f"cannot download {shown(url)}: {type(exc).__name__}: {exc or 'no detail'}",
                 input_name=name,
-                rule="url-scheme",
-            )
-        if not parsed.host:
-            raise InvalidInputError(f"URL {shown(url)!r} has no host", input_name=name, rule="url")
-        requests = []
-        for address in await self._resolve(name, parsed):
-            request = self._http.build_request("GET", parsed)  # Host header from the URL
-            request.url = parsed.copy_with(host=str(address))
-            request.extensions["sni_hostname"] = parsed.host
-            requests.append(request)
-        return requests
-
-    async def _resolve(self, name: str, url: httpx.URL) -> list[IPAddress]:
-        host = url.host
-        try:
-            addresses = [ipaddress.ip_address(host)]
-        except ValueError:
-            try:
-                infos = await asyncio.get_running_loop().getaddrinfo(
-                    host,
-                    url.port or (443 if url.scheme == "https" else 80),
-                    type=socket.SOCK_STREAM,
-                )
-            except OSError as exc:
-                raise InputFetchError(
-                    f"cannot resolve {host!r}: {exc}", input_name=name, rule="dns"
-                ) from exc
-            # Every address must pass: the connection may go to any of them.
-            addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
-        for address in addresses:
-            if not self.allowed(address):
-                resolved = "" if str(address) == host else f" resolves to {address}, which"
-                raise InvalidInputError(
-                    f"URL host {host!r}{resolved} is a private, loopback or link-local "
-                    "address; refused (COMFYUI_INPUT_ALLOW_PRIVATE_URLS=true allows it)",
-                    input_name=name,
-                    rule="private-address",
-                )
-        return addresses
+                rule="fetch",
+            ) from exc
 
     async def _save(
         self, name: str, url: str, response: httpx.Response, dest: Path
