@@ -1,5 +1,5 @@
-"""A loopback HTTP server for input-URL tests: files, redirects, errors, slow, endless and
-truncated bodies."""
+"""A loopback HTTP server for input-URL tests: files, redirects (setting a cookie when asked),
+errors, slow, endless and truncated bodies."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ class FileServer:
     url: str
     files: dict[str, bytes] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
+    cookies: list[str] = field(default_factory=list)  # the Cookie header of each request
 
     def file_url(self, name: str, host: str | None = None) -> str:
         base = self.url if host is None else self.url.replace("127.0.0.1", host)
@@ -27,16 +28,21 @@ async def file_server() -> AsyncIterator[FileServer]:
     server = FileServer(url="")
     closing = asyncio.Event()
 
-    async def files(request: web.Request) -> web.StreamResponse:
+    def record(request: web.Request) -> None:
         server.requests.append(request.path)
+        server.cookies.append(request.headers.get("Cookie", ""))
+
+    async def files(request: web.Request) -> web.StreamResponse:
+        record(request)
         data = server.files.get(request.match_info["name"])
         if data is None:
             return web.Response(status=404)
         return web.Response(body=data)
 
     async def redirect(request: web.Request) -> web.StreamResponse:
-        server.requests.append(request.path)
-        raise web.HTTPFound(request.query["to"])
+        record(request)
+        cookie = request.query.get("cookie")
+        raise web.HTTPFound(request.query["to"], headers={"Set-Cookie": cookie} if cookie else None)
 
     async def status(request: web.Request) -> web.StreamResponse:
         return web.Response(status=int(request.match_info["code"]))

@@ -1,5 +1,5 @@
 """Input connections: HTTPS over loopback servers with a throw-away CA, names resolved through
-the guard's resolver (a.test and b.test are both 127.0.0.1 here)."""
+the guard's resolver (a.test and b.test are both 127.0.0.1 here); cookies."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from aiohttp import web
 
 from comfyui_worker.exceptions import InputFetchError
 from comfyui_worker.media.fetch import InputGuard, IPAddress, Resolver, UrlFetcher, any_address
+from http_files import FileServer
 from tls_certs import ThrowawayCA
 
 BODY = b"\x89PNG\r\n\x1a\n" + b"pixels" * 100
@@ -97,3 +98,20 @@ async def test_each_name_gets_its_own_connection_even_on_one_address(
     (a, a_port), (b, b_port), (again, again_port) = server.requests
     assert (a, b, again) == (f"a.test:{server.port}", f"b.test:{server.port}", a)
     assert a_port == again_port != b_port
+
+
+async def test_no_cookie_goes_from_one_fetch_to_another(
+    file_server: FileServer, tmp_path: Path
+) -> None:
+    file_server.files["a.png"] = BODY
+    f = UrlFetcher(max_bytes=100_000, timeout=10, guard=InputGuard(allowed=any_address))
+    try:
+        # One job's input server sets a cookie on a redirect: that fetch's next hop sends it...
+        sets = f"{file_server.url}/redirect?to=/files/a.png&cookie=session%3Djob-a"
+        await f.fetch("a.png", sets, tmp_path / "a")
+        # ...and another job's fetch from the same server does not.
+        await f.fetch("b.png", file_server.file_url("a.png"), tmp_path / "b")
+    finally:
+        await f.aclose()
+    assert file_server.requests == ["/redirect", "/files/a.png", "/files/a.png"]
+    assert file_server.cookies == ["", "session=job-a", ""]

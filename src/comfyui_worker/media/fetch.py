@@ -18,6 +18,7 @@ import ipaddress
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 
 import httpcore
@@ -197,7 +198,8 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
 
 
 class UrlFetcher:
-    """One pooled httpx client for input downloads (not ComfyUI's: other timeouts, no proxy).
+    """One pooled httpx client for input downloads (not ComfyUI's: other timeouts, no proxy,
+    no cookies kept from one fetch to another).
 
     `verify` is the TLS context input connections verify servers with (default: certifi's
     authorities).
@@ -219,6 +221,9 @@ class UrlFetcher:
             timeout=httpx.Timeout(timeout),
             follow_redirects=False,
             trust_env=False,
+            # A jar that takes no cookie: one job's input server must not set what another
+            # job's fetch sends. A fetch's own redirect hops share its own jar (`_fetch`).
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
         )
 
     async def aclose(self) -> None:
@@ -240,9 +245,11 @@ class UrlFetcher:
             ) from exc
 
     async def _fetch(self, name: str, url: str, dest: Path) -> tuple[int, str]:
+        cookies = httpx.Cookies()
         for _ in range(MAX_REDIRECTS + 1):
-            response = await self._send(name, url)
+            response = await self._send(name, url, cookies)
             try:
+                cookies.extract_cookies(response)
                 if response.is_redirect and "location" in response.headers:
                     url = str(httpx.URL(url).join(response.headers["location"]))
                     continue
@@ -256,8 +263,8 @@ class UrlFetcher:
             rule="redirects",
         )
 
-    async def _send(self, name: str, url: str) -> httpx.Response:
-        request = self._http.build_request("GET", self.guard.url(name, url))
+    async def _send(self, name: str, url: str, cookies: httpx.Cookies) -> httpx.Response:
+        request = self._http.build_request("GET", self.guard.url(name, url), cookies=cookies)
         try:
             return await self._http.send(request, stream=True)
         except Refused as exc:
