@@ -27,6 +27,7 @@ import httpx
 from ..exceptions import InputError, InputFetchError, InvalidInputError
 from ..settings import Settings
 from ..streams import FileSink
+from .encoding import ACCEPT_ENCODING, ContentDecoder, DecodeError
 
 MAX_REDIRECTS = 5
 SCHEMES = ("http", "https")
@@ -224,6 +225,8 @@ class UrlFetcher:
             # A jar that takes no cookie: one job's input server must not set what another
             # job's fetch sends. A fetch's own redirect hops share its own jar (`_fetch`).
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+            # Only codings `_save` decodes in bounded steps (not whatever httpx could decode).
+            headers={"Accept-Encoding": ACCEPT_ENCODING},
         )
 
     async def aclose(self) -> None:
@@ -284,10 +287,19 @@ class UrlFetcher:
             raise _too_large(name, url, int(declared), self.max_bytes)
         async with FileSink(dest) as sink:
             try:
-                async for chunk in response.aiter_bytes():
-                    if sink.size + len(chunk) > self.max_bytes:
-                        raise _too_large(name, url, sink.size + len(chunk), self.max_bytes)
-                    await sink.write(chunk)
+                decoder = ContentDecoder(response.headers.get("content-encoding", ""))
+                # Raw bytes, decoded here so that the cap counts decoded bytes as they are
+                # produced: a small body may inflate without end.
+                async for raw in response.aiter_raw():
+                    for chunk in decoder.decode(raw):
+                        if sink.size + len(chunk) > self.max_bytes:
+                            raise _too_large(name, url, sink.size + len(chunk), self.max_bytes)
+                        await sink.write(chunk)
+                decoder.finish()
+            except DecodeError as exc:
+                raise InvalidInputError(
+                    f"{shown(url)} {exc}", input_name=name, rule="content-encoding"
+                ) from exc
             except httpx.TransportError as exc:  # the body broke off: another try may work
                 raise InputFetchError(
                     f"downloading {shown(url)} broke off after {sink.size} bytes: "
