@@ -14,7 +14,8 @@ import pytest
 from aiohttp import web
 
 from comfyui_worker.exceptions import InputFetchError
-from comfyui_worker.media.fetch import InputGuard, IPAddress, Resolver, UrlFetcher, any_address
+from comfyui_worker.media.addresses import IPAddress, Resolver, any_address
+from comfyui_worker.media.fetch import InputGuard, UrlFetcher
 from http_files import FileServer
 from tls_certs import ThrowawayCA
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from comfyui_worker.exceptions import InvalidInputError
+from comfyui_worker.media.addresses import any_address
 from comfyui_worker.media.encoding import STEP
-from comfyui_worker.media.fetch import InputGuard, UrlFetcher, any_address
+from comfyui_worker.media.fetch import InputGuard, UrlFetcher
 from http_files import FileServer
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40

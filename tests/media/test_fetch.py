@@ -9,13 +9,8 @@ from pathlib import Path
 import pytest
 
 from comfyui_worker.exceptions import InputFetchError, InvalidInputError
-from comfyui_worker.media.fetch import (
-    InputGuard,
-    IPAddress,
-    UrlFetcher,
-    any_address,
-    public_only,
-)
+from comfyui_worker.media.addresses import IPAddress, any_address, public_only
+from comfyui_worker.media.fetch import InputGuard, UrlFetcher
 from http_files import FileServer
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"pixels" * 1000

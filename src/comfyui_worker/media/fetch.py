@@ -1,82 +1,32 @@
-"""Download an input URL to a file: http(s) only, no private addresses, a size cap, a timeout.
+"""Job inputs from the network: the guard every input fetch goes through, and the URL fetcher.
 
-`InputGuard` decides what an input may reach. The fetcher's connections are opened by a
-network backend that asks it: the host name is resolved there, every address it resolves to
-is checked, and the socket goes to exactly a checked address. So no request, redirect hop or
-retry reaches an address that was not checked, and a name that resolves to a public address
-for the check and a private one for the connection cannot slip through. Requests keep the
-URL's host name, so TLS verifies the certificate for it and the pool keys connections by it:
-a connection is reused only for the name its certificate was verified for. Redirects are
-followed by hand so that every hop's URL is checked the same way.
+`InputGuard` decides what an input may reach: http(s) URLs only, and connections only to
+addresses its policy allows (public ones unless the deployment allows private ones), checked
+on every address a name resolves to when a connection is opened (`connections.py`), so no
+request, redirect hop or retry reaches an address that was not checked, and a name that
+resolves to a public address for the check and a private one for the connection cannot slip
+through. Redirects are followed by hand so that every hop's URL is checked the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
-import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Sequence
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 
-import httpcore
 import httpx
 
 from ..exceptions import InputError, InputFetchError, InvalidInputError
 from ..settings import Settings
 from ..streams import FileSink
+from .addresses import AddressPolicy, IPAddress, Resolver, any_address, public_only, system_resolver
+from .connections import GuardedTransport
 from .encoding import ACCEPT_ENCODING, ContentDecoder, DecodeError
 
 MAX_REDIRECTS = 5
 SCHEMES = ("http", "https")
-# httpx's own defaults: the pool below is built by hand and would otherwise get httpcore's.
-LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-AddressPolicy = Callable[[IPAddress], bool]
-Resolver = Callable[[str, int], Awaitable[Sequence[IPAddress]]]
-"""(host, port) -> the addresses a connection to it may go to."""
-
-
-# IPv6 prefixes whose last 32 bits are an IPv4 address they reach: NAT64's well-known prefix
-# and the deprecated IPv4-compatible and IPv4-translated forms. `is_global` calls
-# 64:ff9b::a9fe:a9fe global, yet behind NAT64 it is 169.254.169.254.
-EMBEDDING_V4 = tuple(ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "::/96", "::ffff:0:0:0/96"))
-# NAT64's local-use prefix: the operator chooses where the IPv4 address sits, and no public
-# host lives there (Python 3.11 still calls it global).
-LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
-
-
-def public_only(address: IPAddress) -> bool:
-    """True for globally routable unicast addresses (no private, loopback, link-local...),
-    judged also by the IPv4 address an IPv6 one carries (mapped, 6to4, NAT64)."""
-    if isinstance(address, ipaddress.IPv6Address):
-        if address in LOCAL_NAT64:
-            return False
-        if (inner := embedded_v4(address)) is not None and not public_only(inner):
-            return False
-    return address.is_global and not address.is_multicast
-
-
-def embedded_v4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if any(address in net for net in EMBEDDING_V4):
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
-
-
-def any_address(address: IPAddress) -> bool:
-    return True
-
-
-async def system_resolver(host: str, port: int) -> list[IPAddress]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
 
 
 class Refused(Exception):
@@ -150,54 +100,6 @@ class InputGuard:
         return addresses
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend, connecting only to addresses the guard allows."""
-
-    def __init__(self, guard: InputGuard) -> None:
-        self.guard = guard
-        self._backend = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's signature)
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        *others, last = await self.guard.addresses(host, port)
-        # The first address that accepts a connection answers, as a browser tries them.
-        for address in others:
-            with contextlib.suppress(httpcore.ConnectError):
-                return await self._backend.connect_tcp(
-                    str(address), port, timeout, local_address, socket_options
-                )
-        return await self._backend.connect_tcp(
-            str(last), port, timeout, local_address, socket_options
-        )
-
-    async def sleep(self, seconds: float) -> None:
-        await self._backend.sleep(seconds)
-
-
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport on a pool whose connections `GuardedBackend` opens. No proxy from
-    the environment: it would connect for us, to an address we never checked."""
-
-    def __init__(self, guard: InputGuard, verify: ssl.SSLContext | None = None) -> None:
-        context = verify or httpx.create_ssl_context(trust_env=False)
-        super().__init__(verify=context, trust_env=False, limits=LIMITS)
-        # httpx 0.28 cannot be given a network backend (encode/httpx#3749): the pool it just
-        # built, unused, gives way to one built alike with ours.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=context,
-            max_connections=LIMITS.max_connections,
-            max_keepalive_connections=LIMITS.max_keepalive_connections,
-            keepalive_expiry=LIMITS.keepalive_expiry,
-            network_backend=GuardedBackend(guard),
-        )
-
-
 class UrlFetcher:
     """One pooled httpx client for input downloads (not ComfyUI's: other timeouts, no proxy,
     no cookies kept from one fetch to another).
@@ -218,7 +120,7 @@ class UrlFetcher:
         self.timeout = timeout
         self.guard = guard or InputGuard()
         self._http = httpx.AsyncClient(
-            transport=GuardedTransport(self.guard, verify),
+            transport=GuardedTransport(self.guard.addresses, verify),
             timeout=httpx.Timeout(timeout),
             follow_redirects=False,
             trust_env=False,
