@@ -18,6 +18,7 @@ from comfyui_worker.exceptions import (
     OutputStoreDeniedError,
     OutputStoreError,
 )
+from comfyui_worker.media.fetch import InputGuard
 from comfyui_worker.media.store import Location, ObjectStores
 from s3_server import S3, SECRET, aws_env
 
@@ -128,7 +129,12 @@ async def test_5xx_and_unreachable_are_retryable(
 async def test_download_for_inputs(s3: S3, tmp_path: Path) -> None:
     src = tmp_path / "in.png"
     src.write_bytes(b"input bytes")
-    store = stores()
+    store = ObjectStores(
+        timeout=10,
+        retries=1,
+        part_bytes=5 * MiB,
+        guard=InputGuard(stores=[Location.parse(f"s3://{s3.bucket}")]),
+    )
     await store.upload(src, Location("s3", s3.bucket, "in/photo.png"), mime="image/png")
     uri = f"s3://{s3.bucket}/in/photo.png"
     size, sha = await store.download("photo.png", uri, tmp_path / "got", max_bytes=100)
@@ -148,6 +154,7 @@ async def test_download_for_inputs(s3: S3, tmp_path: Path) -> None:
 async def test_input_download_from_a_failing_store_is_retryable(
     failing_s3: str, tmp_path: Path
 ) -> None:
-    store = ObjectStores(timeout=5, retries=0, part_bytes=5 * MiB)
+    guard = InputGuard(stores=[Location("s3", "b", "")])
+    store = ObjectStores(timeout=5, retries=0, part_bytes=5 * MiB, guard=guard)
     with pytest.raises(InputFetchError):
         await store.download("p.png", "s3://b/p.png", tmp_path / "x", max_bytes=9)

@@ -1,11 +1,16 @@
 """Job inputs from the network: the guard every input fetch goes through, and the URL fetcher.
 
-`InputGuard` decides what an input may reach: http(s) URLs only, and connections only to
+`InputGuard` decides what an input may reach. A `url`: http(s) only, and connections only to
 addresses its policy allows (public ones unless the deployment allows private ones), checked
 on every address a name resolves to when a connection is opened (`connections.py`), so no
 request, redirect hop or retry reaches an address that was not checked, and a name that
 resolves to a public address for the check and a private one for the connection cannot slip
 through. Redirects are followed by hand so that every hop's URL is checked the same way.
+
+A `uri`: only an object-store scheme, and only in a store the deployment configured (its
+output store's bucket, or COMFYUI_INPUT_STORES). The object store's client is built for that
+configured store, so the endpoint it connects to is the deployment's own (AWS_ENDPOINT_URL,
+the cloud's default) and trusted as such: no part of a job's input ever chooses one.
 """
 
 from __future__ import annotations
@@ -13,17 +18,19 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
+from collections.abc import Iterable
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 
 import httpx
 
 from ..exceptions import InputError, InputFetchError, InvalidInputError
-from ..settings import Settings
+from ..settings import STORE_SCHEMES, Settings
 from ..streams import FileSink
 from .addresses import AddressPolicy, IPAddress, Resolver, any_address, public_only, system_resolver
 from .connections import GuardedTransport
 from .encoding import ACCEPT_ENCODING, ContentDecoder, DecodeError
+from .location import Location
 
 MAX_REDIRECTS = 5
 SCHEMES = ("http", "https")
@@ -44,18 +51,63 @@ class Refused(Exception):
 
 
 class InputGuard:
-    """What job inputs may reach: URLs on addresses `allowed` passes (public ones unless the
-    deployment allows private ones), `resolver` saying what a host name stands for."""
+    """What job inputs may reach: URLs on addresses `allowed` passes, `resolver` saying what a
+    host name stands for, and objects in `stores`."""
 
     def __init__(
-        self, *, allowed: AddressPolicy = public_only, resolver: Resolver = system_resolver
+        self,
+        *,
+        allowed: AddressPolicy = public_only,
+        resolver: Resolver = system_resolver,
+        stores: Iterable[Location] = (),
     ) -> None:
         self.allowed = allowed
         self.resolver = resolver
+        self.stores = tuple(stores)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> InputGuard:
-        return cls(allowed=any_address if settings.input_allow_private_urls else public_only)
+        stores = [Location.parse(store) for store in settings.input_stores]
+        if not stores and settings.output_store:
+            output = Location.parse(settings.output_store)
+            stores = [Location(output.scheme, output.bucket, "")]
+        return cls(
+            allowed=any_address if settings.input_allow_private_urls else public_only,
+            stores=stores,
+        )
+
+    def store_location(self, name: str, uri: str) -> Location:
+        """Where the object `uri` names, if it is in one of the allowed stores."""
+        scheme = uri.partition(":")[0].lower() if ":" in uri else ""
+        if scheme not in STORE_SCHEMES:
+            raise InvalidInputError(
+                f"URI scheme {scheme or '(none)'!r} is not an object store's; a uri input "
+                f"takes {', '.join(STORE_SCHEMES)} (an http(s) URL goes in 'url')",
+                input_name=name,
+                rule="uri-scheme",
+            )
+        try:
+            where = Location.parse(uri)
+        except ValueError as exc:
+            raise InvalidInputError(
+                f"cannot use object-store URI {shown(uri)!r}: {exc}", input_name=name, rule="uri"
+            ) from exc
+        if not where.key or any(part in (".", "..") for part in where.key.split("/")):
+            raise InvalidInputError(
+                f"object-store URI {shown(uri)!r} names no object (an empty key, or '.' or "
+                "'..' in it)",
+                input_name=name,
+                rule="uri",
+            )
+        if not any(store.holds(where) for store in self.stores):
+            allowed = ", ".join(store.uri().rstrip("/") for store in self.stores) or "none"
+            raise InvalidInputError(
+                f"{shown(uri)} is not in a store this worker reads inputs from ({allowed}; "
+                "COMFYUI_INPUT_STORES lists them, by default the bucket of COMFYUI_OUTPUT_STORE)",
+                input_name=name,
+                rule="uri-store",
+            )
+        return where
 
     def url(self, name: str, url: str) -> httpx.URL:
         """`url` parsed, if inputs may be fetched from such a URL; its host's addresses are
