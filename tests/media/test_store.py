@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -49,6 +51,39 @@ async def test_large_files_go_up_in_parts(s3: S3, tmp_path: Path) -> None:
     assert stored.e_tag is not None and stored.e_tag.strip('"').endswith("-3")
     assert stored.sha256 == hashlib.sha256(data).hexdigest()
     assert s3.get("v.mp4") == data
+
+
+async def multipart_uploads(s3: S3) -> list[str]:
+    """The keys of the bucket's multipart uploads still open (S3's ListMultipartUploads)."""
+    async with httpx.AsyncClient() as http:
+        listing = (await http.get(f"{s3.endpoint}/{s3.bucket}?uploads")).text
+    return re.findall(r"<Key>([^<]*)</Key>", listing)
+
+
+def open_by_this_process(path: Path) -> bool:
+    fds = Path("/proc/self/fd")
+    return any(os.path.realpath(fd) == str(path.resolve()) for fd in fds.iterdir())
+
+
+# The file left to a generator obstore stopped iterating was an "ignored GeneratorExit".
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+async def test_a_cancelled_upload_aborts_its_multipart_upload_and_closes_its_file(
+    s3: S3, tmp_path: Path
+) -> None:
+    path = tmp_path / "video.mp4"
+    path.write_bytes(os.urandom(40 * MiB))  # eight parts
+    upload = asyncio.create_task(
+        stores().upload(path, Location("s3", s3.bucket, "v.mp4"), mime="video/mp4")
+    )
+    async with asyncio.timeout(20):
+        while not await multipart_uploads(s3):  # parts are going up
+            await asyncio.sleep(0.01)
+    upload.cancel()  # as the shutdown does to a task still running after the grace
+    with pytest.raises(asyncio.CancelledError):
+        await upload
+    assert s3.keys() == []  # cancelled before it completed
+    assert await multipart_uploads(s3) == []  # and no part of it left in the bucket
+    assert not open_by_this_process(path)
 
 
 async def test_presigned_url_downloads_the_object(s3: S3, tmp_path: Path) -> None:

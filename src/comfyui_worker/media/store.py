@@ -14,6 +14,7 @@ touch a store never loads it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -48,6 +49,10 @@ DENIED_CODES = (
     "InvalidToken",
     "ExpiredToken",
 )
+
+
+class UploadCancelled(Exception):
+    """What obstore's next read of a cancelled upload's file raises, so that it aborts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,23 +103,38 @@ class ObjectStores:
         return self._stores[(scheme, bucket)]
 
     async def upload(self, path: Path, where: Location, *, mime: str) -> StoredObject:
-        """Stream `path` to `where` (multipart above one part), hashing in the same read."""
+        """Stream `path` to `where` (multipart above one part), hashing in the same read.
+
+        A failed or cancelled upload leaves no multipart upload open and its file closed.
+        """
         import obstore
 
-        reader = HashingReader(path)
         size = (await asyncio.to_thread(path.stat)).st_size
-        try:
-            result = await obstore.put_async(
+        reader = HashingReader(path)
+        put = asyncio.ensure_future(
+            obstore.put_async(
                 self.store(where.scheme, where.bucket),
                 where.key,
-                reader.chunks(),
+                reader,
                 attributes={"Content-Type": mime},
                 chunk_size=self.part_bytes,
                 use_multipart=size > self.part_bytes,
                 max_concurrency=UPLOAD_CONCURRENCY,
             )
+        )
+        try:
+            # obstore aborts a multipart upload whose source fails, not one whose call is
+            # dropped: cancelled, it is told through the source, and the upload's parts go.
+            result = await asyncio.shield(put)
+        except asyncio.CancelledError:
+            reader.stop(UploadCancelled(f"the upload of {where.uri()} was cancelled"))
+            with contextlib.suppress(Exception):
+                await put
+            raise
         except store_errors() as exc:
             raise store_error(exc, where, "upload") from exc
+        finally:
+            await reader.aclose()
         return StoredObject(
             key=where.key,
             uri=where.uri(),
