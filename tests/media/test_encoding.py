@@ -43,6 +43,7 @@ def stacked_gzip_bomb(decoded_bytes: int) -> bytes:
         ("deflate, gzip", gzip.compress(zlib.compress(PNG))),  # deflate applied first
         ("identity", PNG),
     ],
+    ids=["gzip", "deflate", "deflate-then-gzip", "identity"],
 )
 async def test_coded_bodies_are_saved_decoded(
     file_server: FileServer, tmp_path: Path, coding: str, body: bytes
@@ -85,6 +86,7 @@ async def test_a_stacked_gzip_bomb_is_refused_before_it_fills_memory(
         ("gzip", b"not gzip at all", "is not valid gzip"),
         ("gzip", gzip.compress(PNG)[:-20], "ends before its gzip stream does"),
     ],
+    ids=["unknown-coding", "not-gzip", "gzip-cut-short"],
 )
 async def test_unknown_or_broken_codings_are_refused(
     file_server: FileServer, tmp_path: Path, coding: str, body: bytes, says: str
