@@ -37,6 +37,7 @@ def fake() -> Iterator[FakeLittleHorse]:
         yield server
 
 
-# Fixtures shared by the media tests: moto's S3 server and a loopback file server.
+# Fixtures shared by the media tests: moto's S3 server, a loopback file server, a test CA.
 from http_files import file_server  # noqa: E402, F401
 from s3_server import moto_s3, s3  # noqa: E402, F401
+from tls_certs import tls_ca  # noqa: E402, F401

@@ -1,5 +1,5 @@
-"""A loopback HTTP server for input-URL tests: files, redirects, errors, slow, endless and
-truncated bodies."""
+"""A loopback HTTP server for input-URL tests: files (also with a Content-Encoding), redirects
+(setting a cookie when asked), errors, slow, endless and truncated bodies."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ from aiohttp import web
 class FileServer:
     url: str
     files: dict[str, bytes] = field(default_factory=dict)
+    # name -> (body, its Content-Encoding), served as they are under /encoded/<name>
+    encoded: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
+    cookies: list[str] = field(default_factory=list)  # the Cookie header of each request
 
     def file_url(self, name: str, host: str | None = None) -> str:
         base = self.url if host is None else self.url.replace("127.0.0.1", host)
@@ -27,16 +30,26 @@ async def file_server() -> AsyncIterator[FileServer]:
     server = FileServer(url="")
     closing = asyncio.Event()
 
-    async def files(request: web.Request) -> web.StreamResponse:
+    def record(request: web.Request) -> None:
         server.requests.append(request.path)
+        server.cookies.append(request.headers.get("Cookie", ""))
+
+    async def files(request: web.Request) -> web.StreamResponse:
+        record(request)
         data = server.files.get(request.match_info["name"])
         if data is None:
             return web.Response(status=404)
         return web.Response(body=data)
 
+    async def encoded(request: web.Request) -> web.StreamResponse:
+        record(request)
+        body, coding = server.encoded[request.match_info["name"]]
+        return web.Response(body=body, headers={"Content-Encoding": coding})
+
     async def redirect(request: web.Request) -> web.StreamResponse:
-        server.requests.append(request.path)
-        raise web.HTTPFound(request.query["to"])
+        record(request)
+        cookie = request.query.get("cookie")
+        raise web.HTTPFound(request.query["to"], headers={"Set-Cookie": cookie} if cookie else None)
 
     async def status(request: web.Request) -> web.StreamResponse:
         return web.Response(status=int(request.match_info["code"]))
@@ -67,6 +80,7 @@ async def file_server() -> AsyncIterator[FileServer]:
 
     app = web.Application()
     app.router.add_get("/files/{name}", files)
+    app.router.add_get("/encoded/{name}", encoded)
     app.router.add_get("/redirect", redirect)
     app.router.add_get("/status/{code}", status)
     app.router.add_get("/endless", endless)

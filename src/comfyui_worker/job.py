@@ -54,7 +54,9 @@ class InputSource(BaseModel):
     )
     url: str | None = Field(default=None, description="An http(s) URL the worker downloads")
     uri: str | None = Field(
-        default=None, description="An object-store URI (s3://bucket/key, gs://..., az://...)"
+        default=None,
+        description="An object-store URI (s3://bucket/key, gs://..., az://...) in a store the "
+        "worker reads inputs from (COMFYUI_INPUT_STORES)",
     )
 
     @model_validator(mode="after")

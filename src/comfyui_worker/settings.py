@@ -34,7 +34,8 @@ from .exceptions import ConfigurationError, InvalidWorkflowError
 from .workflow import load_workflow_file
 
 LH_SETTING_PREFIXES = ("LHC_", "LHW_")
-STORE_SCHEMES = ("s3", "gs", "az")
+# The object-store URI schemes obstore builds S3, GCS and Azure clients for.
+STORE_SCHEMES = ("s3", "s3a", "gs", "az", "azure", "adl", "abfs", "abfss")
 
 
 class Settings(BaseSettings):
@@ -143,7 +144,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"COMFYUI_WARMUP_WORKFLOW: {exc}") from None
         return value
 
-    @field_validator("retryable_execution_errors", "tasks", mode="before")
+    @field_validator("retryable_execution_errors", "tasks", "input_stores", mode="before")
     @classmethod
     def _split_list(cls, value: object, info: ValidationInfo) -> object:
         # Comma-separated in the environment; a JSON array is accepted too.
@@ -189,6 +190,11 @@ class Settings(BaseSettings):
         default=None,
         description="Where store mode uploads outputs: s3://bucket/prefix (gs://, az:// too)",
     )
+    input_stores: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="The stores `uri` inputs may be read from (scheme://bucket or "
+        "scheme://bucket/prefix); none listed: the bucket of the output store",
+    )
     max_result_bytes: int = Field(
         default=DEFAULT_MAX_RESULT_BYTES,
         gt=0,
@@ -231,13 +237,12 @@ class Settings(BaseSettings):
     def _store_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        scheme, sep, rest = value.strip().partition("://")
-        if not sep or scheme not in STORE_SCHEMES or not rest.split("/")[0]:
-            raise ValueError(
-                f"COMFYUI_OUTPUT_STORE must look like s3://bucket/prefix (or gs://, az://), "
-                f"got {value!r}"
-            )
-        return value.strip().rstrip("/")
+        return _store_location(value, "COMFYUI_OUTPUT_STORE")
+
+    @field_validator("input_stores")
+    @classmethod
+    def _store_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_store_location(store, "COMFYUI_INPUT_STORES") for store in value)
 
     @model_validator(mode="after")
     def _store_mode_needs_a_store(self) -> Settings:
@@ -302,6 +307,17 @@ class Settings(BaseSettings):
             if url.startswith("https://")
             else ("ws://" + url[len("http://") :])
         )
+
+
+def _store_location(value: str, variable: str) -> str:
+    """`value` stripped of spaces and a trailing slash, if it is scheme://bucket[/prefix]."""
+    scheme, sep, rest = value.strip().partition("://")
+    if not sep or scheme not in STORE_SCHEMES or not rest.split("/")[0]:
+        raise ValueError(
+            f"{variable} must look like s3://bucket/prefix (or gs://, az://...; schemes: "
+            f"{', '.join(STORE_SCHEMES)}), got {value!r}"
+        )
+    return value.strip().rstrip("/")
 
 
 def lh_settings_from_env_file(env_file: Path = Path(".env")) -> dict[str, str]:

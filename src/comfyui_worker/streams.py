@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -46,21 +45,53 @@ class FileSink:
 
 
 class HashingReader:
-    """Chunks of `path` for an upload; `size` and `sha256` are final once they are consumed."""
+    """Chunks of `path` for an upload, as an async iterator; `size` and `sha256` are final
+    once they are consumed.
+
+    The file is opened at the first chunk and closed at the end, on an error, once `stop` has
+    been called, or by `aclose`: never left to the garbage collector. No generator either: a
+    consumer that stops asking (an upload cancelled inside obstore) leaves nothing to finalize.
+    """
 
     def __init__(self, path: Path, chunk_size: int = CHUNK) -> None:
         self.path = path
         self.chunk_size = chunk_size
         self.size = 0
         self._hash = hashlib.sha256()
+        self._file: BinaryIO | None = None
+        self._closed = False
+        self._stop: BaseException | None = None
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        file = await asyncio.to_thread(self.path.open, "rb")
+    def __aiter__(self) -> HashingReader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._stop is not None:
+            await self.aclose()
+            raise self._stop
+        if self._closed:
+            raise StopAsyncIteration
         try:
+            if self._file is None:
+                self._file = await asyncio.to_thread(self.path.open, "rb")
             # Read and hash in one thread hop: hashlib releases the GIL on large buffers.
-            while chunk := await asyncio.to_thread(self._read, file):
-                yield chunk
-        finally:
+            chunk = await asyncio.to_thread(self._read, self._file)
+        except BaseException:
+            await self.aclose()
+            raise
+        if not chunk:
+            await self.aclose()
+            raise StopAsyncIteration
+        return chunk
+
+    def stop(self, reason: BaseException) -> None:
+        """Make the next chunk asked for raise `reason` (and close the file)."""
+        self._stop = reason
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._file is not None:
+            file, self._file = self._file, None
             await asyncio.to_thread(file.close)
 
     def _read(self, file: BinaryIO) -> bytes:

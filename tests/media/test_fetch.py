@@ -9,14 +9,19 @@ from pathlib import Path
 import pytest
 
 from comfyui_worker.exceptions import InputFetchError, InvalidInputError
-from comfyui_worker.media.fetch import IPAddress, UrlFetcher, any_address, public_only
+from comfyui_worker.media.addresses import IPAddress, any_address, public_only
+from comfyui_worker.media.fetch import InputGuard, UrlFetcher
 from http_files import FileServer
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"pixels" * 1000
 
 
 def fetcher(**kwargs: object) -> UrlFetcher:
-    options: dict[str, object] = {"max_bytes": 100_000, "timeout": 10, "allowed": any_address}
+    options: dict[str, object] = {
+        "max_bytes": 100_000,
+        "timeout": 10,
+        "guard": InputGuard(allowed=any_address),
+    }
     options.update(kwargs)
     return UrlFetcher(**options)  # type: ignore[arg-type]
 
@@ -39,7 +44,7 @@ async def test_follows_redirects_checking_each_hop(file_server: FileServer, tmp_
     await f.fetch("p", f"{file_server.url}/redirect?to={target}", tmp_path / "x")
     assert (tmp_path / "x").read_bytes() == PNG
     # A policy that allows the first address but not where the redirect leads.
-    only_first = fetcher(allowed=lambda a: a == ipaddress.ip_address("127.0.0.1"))
+    only_first = fetcher(guard=InputGuard(allowed=lambda a: a == ipaddress.ip_address("127.0.0.1")))
     elsewhere = file_server.file_url("a.png", host="127.0.0.2")
     with pytest.raises(InvalidInputError) as err:
         await only_first.fetch(

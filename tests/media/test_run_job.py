@@ -213,11 +213,22 @@ async def test_store_uri_input(
     import obstore
 
     await obstore.put_async(s3.store(), "in/clip.png", PNG)
-    stack = make_stack()
-    result = await stack.run(
-        {"workflow": workflow(), "inputs": {"photo.png": {"uri": f"s3://{s3.bucket}/in/clip.png"}}}
-    )
-    assert (comfyui_mock.input_dir / result["inputs"]["photo.png"]["uploaded"]).read_bytes() == PNG
+    job = {
+        "workflow": workflow(),
+        "inputs": {"photo.png": {"uri": f"s3://{s3.bucket}/in/clip.png"}},
+    }
+    # The output store's bucket is read by default; its endpoint (moto on loopback) is the
+    # deployment's own, so private addresses being refused to input URLs does not apply.
+    for stack in (
+        make_stack(output_store=f"s3://{s3.bucket}/out", input_allow_private_urls=False),
+        make_stack(input_stores=f"s3://{s3.bucket}/in"),
+    ):
+        result = await stack.run(job)
+        uploaded = result["inputs"]["photo.png"]["uploaded"]
+        assert (comfyui_mock.input_dir / uploaded).read_bytes() == PNG
+    with pytest.raises(InvalidInputError) as err:
+        await make_stack().run(job)  # no store configured: none is read
+    assert err.value.rule == "uri-store" and err.value.input_name == "photo.png"
 
 
 @pytest.mark.parametrize(
@@ -227,6 +238,11 @@ async def test_store_uri_input(
         ({"photo.png": {"base64": ""}}, "empty", "is empty"),
         ({"other.png": b64(PNG)}, "unreferenced", "no node of the workflow"),
         ({"photo.png": {"url": "ftp://example.com/x.png"}}, "url-scheme", "not allowed"),
+        # The worker's own files: a mounted secret, .env, a service-account token.
+        ({"photo.png": {"uri": "file://localhost/etc/passwd"}}, "uri-scheme", "not an object"),
+        ({"photo.png": {"uri": "file:///etc/passwd"}}, "uri-scheme", "not an object store"),
+        ({"photo.png": {"uri": "https://127.0.0.1:9/b/x.png"}}, "uri-scheme", "goes in 'url'"),
+        ({"photo.png": {"uri": "s3://any-bucket/x.png"}}, "uri-store", "not in a store"),
         ({"photo.png": b64(b"x" * 2000)}, "max-bytes", "COMFYUI_MAX_INPUT_BYTES"),
     ],
 )

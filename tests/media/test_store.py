@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from comfyui_worker.exceptions import (
     OutputStoreDeniedError,
     OutputStoreError,
 )
+from comfyui_worker.media.fetch import InputGuard
 from comfyui_worker.media.store import Location, ObjectStores
 from s3_server import S3, SECRET, aws_env
 
@@ -48,6 +51,39 @@ async def test_large_files_go_up_in_parts(s3: S3, tmp_path: Path) -> None:
     assert stored.e_tag is not None and stored.e_tag.strip('"').endswith("-3")
     assert stored.sha256 == hashlib.sha256(data).hexdigest()
     assert s3.get("v.mp4") == data
+
+
+async def multipart_uploads(s3: S3) -> list[str]:
+    """The keys of the bucket's multipart uploads still open (S3's ListMultipartUploads)."""
+    async with httpx.AsyncClient() as http:
+        listing = (await http.get(f"{s3.endpoint}/{s3.bucket}?uploads")).text
+    return re.findall(r"<Key>([^<]*)</Key>", listing)
+
+
+def open_by_this_process(path: Path) -> bool:
+    fds = Path("/proc/self/fd")
+    return any(os.path.realpath(fd) == str(path.resolve()) for fd in fds.iterdir())
+
+
+# The file left to a generator obstore stopped iterating was an "ignored GeneratorExit".
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+async def test_a_cancelled_upload_aborts_its_multipart_upload_and_closes_its_file(
+    s3: S3, tmp_path: Path
+) -> None:
+    path = tmp_path / "video.mp4"
+    path.write_bytes(os.urandom(40 * MiB))  # eight parts
+    upload = asyncio.create_task(
+        stores().upload(path, Location("s3", s3.bucket, "v.mp4"), mime="video/mp4")
+    )
+    async with asyncio.timeout(20):
+        while not await multipart_uploads(s3):  # parts are going up
+            await asyncio.sleep(0.01)
+    upload.cancel()  # as the shutdown does to a task still running after the grace
+    with pytest.raises(asyncio.CancelledError):
+        await upload
+    assert s3.keys() == []  # cancelled before it completed
+    assert await multipart_uploads(s3) == []  # and no part of it left in the bucket
+    assert not open_by_this_process(path)
 
 
 async def test_presigned_url_downloads_the_object(s3: S3, tmp_path: Path) -> None:
@@ -128,7 +164,12 @@ async def test_5xx_and_unreachable_are_retryable(
 async def test_download_for_inputs(s3: S3, tmp_path: Path) -> None:
     src = tmp_path / "in.png"
     src.write_bytes(b"input bytes")
-    store = stores()
+    store = ObjectStores(
+        timeout=10,
+        retries=1,
+        part_bytes=5 * MiB,
+        guard=InputGuard(stores=[Location.parse(f"s3://{s3.bucket}")]),
+    )
     await store.upload(src, Location("s3", s3.bucket, "in/photo.png"), mime="image/png")
     uri = f"s3://{s3.bucket}/in/photo.png"
     size, sha = await store.download("photo.png", uri, tmp_path / "got", max_bytes=100)
@@ -148,6 +189,7 @@ async def test_download_for_inputs(s3: S3, tmp_path: Path) -> None:
 async def test_input_download_from_a_failing_store_is_retryable(
     failing_s3: str, tmp_path: Path
 ) -> None:
-    store = ObjectStores(timeout=5, retries=0, part_bytes=5 * MiB)
+    guard = InputGuard(stores=[Location("s3", "b", "")])
+    store = ObjectStores(timeout=5, retries=0, part_bytes=5 * MiB, guard=guard)
     with pytest.raises(InputFetchError):
         await store.download("p.png", "s3://b/p.png", tmp_path / "x", max_bytes=9)

@@ -288,8 +288,12 @@ async def _multipart(
         f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{quoted}"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
     ).encode()
-    async for chunk in HashingReader(path).chunks():
-        yield chunk
+    reader = HashingReader(path)
+    try:
+        async for chunk in reader:
+            yield chunk
+    finally:
+        await reader.aclose()
     yield f"\r\n--{boundary}--\r\n".encode()
 
 

@@ -1,81 +1,186 @@
-"""Download an input URL to a file: http(s) only, no private addresses, a size cap, a timeout.
+"""Job inputs from the network: the guard every input fetch goes through, and the URL fetcher.
 
-The address check runs on what the name resolves to, and the connection goes to exactly that
-address (the URL's host stays in the Host header and TLS SNI, so certificates still verify):
-a name that resolves to a public address for the check and a private one for the connection
-cannot slip through. Redirects are followed by hand so that every hop is checked the same way.
+`InputGuard` decides what an input may reach. A `url`: http(s) only, and connections only to
+addresses its policy allows (public ones unless the deployment allows private ones), checked
+on every address a name resolves to when a connection is opened (`connections.py`), so no
+request, redirect hop or retry reaches an address that was not checked, and a name that
+resolves to a public address for the check and a private one for the connection cannot slip
+through. Redirects are followed by hand so that every hop's URL is checked the same way.
+
+A `uri`: only an object-store scheme, and only in a store the deployment configured (its
+output store's bucket, or COMFYUI_INPUT_STORES). The object store's client is built for that
+configured store, so the endpoint it connects to is the deployment's own (AWS_ENDPOINT_URL,
+the cloud's default) and trusted as such: no part of a job's input ever chooses one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import socket
-from collections.abc import Callable
+import ssl
+from collections.abc import Iterable
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 
 import httpx
 
-from ..exceptions import InputFetchError, InvalidInputError
+from ..exceptions import InputError, InputFetchError, InvalidInputError
+from ..settings import STORE_SCHEMES, Settings
 from ..streams import FileSink
+from .addresses import AddressPolicy, IPAddress, Resolver, any_address, public_only, system_resolver
+from .connections import GuardedTransport
+from .encoding import ACCEPT_ENCODING, ContentDecoder, DecodeError
+from .location import Location
 
 MAX_REDIRECTS = 5
 SCHEMES = ("http", "https")
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-AddressPolicy = Callable[[IPAddress], bool]
+
+class Refused(Exception):
+    """A connection the guard does not allow. It is raised where connections are opened,
+    which knows no input: the fetcher turns it into the input's error."""
+
+    def __init__(self, message: str, *, rule: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.retryable = retryable
+
+    def for_input(self, name: str) -> InputError:
+        error = InputFetchError if self.retryable else InvalidInputError
+        return error(str(self), input_name=name, rule=self.rule)
 
 
-# IPv6 prefixes whose last 32 bits are an IPv4 address they reach: NAT64's well-known prefix
-# and the deprecated IPv4-compatible and IPv4-translated forms. `is_global` calls
-# 64:ff9b::a9fe:a9fe global, yet behind NAT64 it is 169.254.169.254.
-EMBEDDING_V4 = tuple(ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "::/96", "::ffff:0:0:0/96"))
-# NAT64's local-use prefix: the operator chooses where the IPv4 address sits, and no public
-# host lives there (Python 3.11 still calls it global).
-LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+class InputGuard:
+    """What job inputs may reach: URLs on addresses `allowed` passes, `resolver` saying what a
+    host name stands for, and objects in `stores`."""
 
+    def __init__(
+        self,
+        *,
+        allowed: AddressPolicy = public_only,
+        resolver: Resolver = system_resolver,
+        stores: Iterable[Location] = (),
+    ) -> None:
+        self.allowed = allowed
+        self.resolver = resolver
+        self.stores = tuple(stores)
 
-def public_only(address: IPAddress) -> bool:
-    """True for globally routable unicast addresses (no private, loopback, link-local...),
-    judged also by the IPv4 address an IPv6 one carries (mapped, 6to4, NAT64)."""
-    if isinstance(address, ipaddress.IPv6Address):
-        if address in LOCAL_NAT64:
-            return False
-        if (inner := embedded_v4(address)) is not None and not public_only(inner):
-            return False
-    return address.is_global and not address.is_multicast
+    @classmethod
+    def from_settings(cls, settings: Settings) -> InputGuard:
+        stores = [Location.parse(store) for store in settings.input_stores]
+        if not stores and settings.output_store:
+            output = Location.parse(settings.output_store)
+            stores = [Location(output.scheme, output.bucket, "")]
+        return cls(
+            allowed=any_address if settings.input_allow_private_urls else public_only,
+            stores=stores,
+        )
 
+    def store_location(self, name: str, uri: str) -> Location:
+        """Where the object `uri` names, if it is in one of the allowed stores."""
+        scheme = uri.partition(":")[0].lower() if ":" in uri else ""
+        if scheme not in STORE_SCHEMES:
+            raise InvalidInputError(
+                f"URI scheme {scheme or '(none)'!r} is not an object store's; a uri input "
+                f"takes {', '.join(STORE_SCHEMES)} (an http(s) URL goes in 'url')",
+                input_name=name,
+                rule="uri-scheme",
+            )
+        try:
+            where = Location.parse(uri)
+        except ValueError as exc:
+            raise InvalidInputError(
+                f"cannot use object-store URI {shown(uri)!r}: {exc}", input_name=name, rule="uri"
+            ) from exc
+        if not where.key or any(part in (".", "..") for part in where.key.split("/")):
+            raise InvalidInputError(
+                f"object-store URI {shown(uri)!r} names no object (an empty key, or '.' or "
+                "'..' in it)",
+                input_name=name,
+                rule="uri",
+            )
+        if not any(store.holds(where) for store in self.stores):
+            allowed = ", ".join(store.uri().rstrip("/") for store in self.stores) or "none"
+            raise InvalidInputError(
+                f"{shown(uri)} is not in a store this worker reads inputs from ({allowed}; "
+                "COMFYUI_INPUT_STORES lists them, by default the bucket of COMFYUI_OUTPUT_STORE)",
+                input_name=name,
+                rule="uri-store",
+            )
+        return where
 
-def embedded_v4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if any(address in net for net in EMBEDDING_V4):
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
+    def url(self, name: str, url: str) -> httpx.URL:
+        """`url` parsed, if inputs may be fetched from such a URL; its host's addresses are
+        checked when a connection to it is opened (`addresses`)."""
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise InvalidInputError(
+                f"invalid URL {shown(url)!r}: {exc}", input_name=name, rule="url"
+            ) from exc
+        if parsed.scheme not in SCHEMES:
+            raise InvalidInputError(
+                f"URL scheme {parsed.scheme or '(none)'!r} is not allowed, only http and https",
+                input_name=name,
+                rule="url-scheme",
+            )
+        if not parsed.host:
+            raise InvalidInputError(f"URL {shown(url)!r} has no host", input_name=name, rule="url")
+        return parsed
 
-
-def any_address(address: IPAddress) -> bool:
-    return True
+    async def addresses(self, host: str, port: int) -> list[IPAddress]:
+        """Where a connection to `host` may go; raises Refused unless every address of it is
+        allowed (the connection may go to any of them)."""
+        try:
+            addresses = [ipaddress.ip_address(host)]
+        except ValueError:
+            try:
+                addresses = list(dict.fromkeys(await self.resolver(host, port)))
+                if not addresses:
+                    raise OSError("no address")
+            except OSError as exc:
+                why = f"cannot resolve {host!r}: {exc}"
+                raise Refused(why, rule="dns", retryable=True) from exc
+        for address in addresses:
+            if not self.allowed(address):
+                resolved = "" if str(address) == host else f" resolves to {address}, which"
+                raise Refused(
+                    f"URL host {host!r}{resolved} is a private, loopback or link-local "
+                    "address; refused (COMFYUI_INPUT_ALLOW_PRIVATE_URLS=true allows it)",
+                    rule="private-address",
+                )
+        return addresses
 
 
 class UrlFetcher:
-    """One pooled httpx client for input downloads (not ComfyUI's: other timeouts, no proxy)."""
+    """One pooled httpx client for input downloads (not ComfyUI's: other timeouts, no proxy,
+    no cookies kept from one fetch to another).
+
+    `verify` is the TLS context input connections verify servers with (default: certifi's
+    authorities).
+    """
 
     def __init__(
         self,
         *,
         max_bytes: int,
         timeout: float,
-        allowed: AddressPolicy = public_only,
+        guard: InputGuard | None = None,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
         self.max_bytes = max_bytes
         self.timeout = timeout
-        self.allowed = allowed
-        # trust_env off: an HTTP(S)_PROXY would connect for us, to an address we never checked.
+        self.guard = guard or InputGuard()
         self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False
+            transport=GuardedTransport(self.guard.addresses, verify),
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            trust_env=False,
+            # A jar that takes no cookie: one job's input server must not set what another
+            # job's fetch sends. A fetch's own redirect hops share its own jar (`_fetch`).
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+            # Only codings `_save` decodes in bounded steps (not whatever httpx could decode).
+            headers={"Accept-Encoding": ACCEPT_ENCODING},
         )
 
     async def aclose(self) -> None:
@@ -97,9 +202,11 @@ class UrlFetcher:
             ) from exc
 
     async def _fetch(self, name: str, url: str, dest: Path) -> tuple[int, str]:
+        cookies = httpx.Cookies()
         for _ in range(MAX_REDIRECTS + 1):
-            response = await self._send(name, url, await self._pinned_requests(name, url))
+            response = await self._send(name, url, cookies)
             try:
+                cookies.extract_cookies(response)
                 if response.is_redirect and "location" in response.headers:
                     url = str(httpx.URL(url).join(response.headers["location"]))
                     continue
@@ -113,72 +220,18 @@ class UrlFetcher:
             rule="redirects",
         )
 
-    async def _send(self, name: str, url: str, requests: list[httpx.Request]) -> httpx.Response:
-        """The first address that accepts a connection answers, as a browser tries them."""
-        for i, request in enumerate(requests):
-            try:
-                return await self._http.send(request, stream=True)
-            except httpx.TransportError as exc:
-                if isinstance(exc, httpx.ConnectError) and i + 1 < len(requests):
-                    continue
-                raise InputFetchError(
-                    f"cannot download {shown(url)}: {type(exc).__name__}: {exc or 'no detail'}",
-                    input_name=name,
-                    rule="fetch",
-                ) from exc
-        raise AssertionError("a host resolves to at least one address")
-
-    async def _pinned_requests(self, name: str, url: str) -> list[httpx.Request]:
-        """GETs of `url`, one per checked address of its host, each connecting to it."""
+    async def _send(self, name: str, url: str, cookies: httpx.Cookies) -> httpx.Response:
+        request = self._http.build_request("GET", self.guard.url(name, url), cookies=cookies)
         try:
-            parsed = httpx.URL(url)
-        except httpx.InvalidURL as exc:
-            raise InvalidInputError(
-                f"invalid URL {shown(url)!r}: {exc}", input_name=name, rule="url"
-            ) from exc
-        if parsed.scheme not in SCHEMES:
-            raise InvalidInputError(
-                f"URL scheme {parsed.scheme or '(none)'!r} is not allowed, only http and https",
+            return await self._http.send(request, stream=True)
+        except Refused as exc:
+            raise exc.for_input(name) from exc
+        except httpx.TransportError as exc:
+            raise InputFetchError(
+                f"cannot download {shown(url)}: {type(exc).__name__}: {exc or 'no detail'}",
                 input_name=name,
-                rule="url-scheme",
-            )
-        if not parsed.host:
-            raise InvalidInputError(f"URL {shown(url)!r} has no host", input_name=name, rule="url")
-        requests = []
-        for address in await self._resolve(name, parsed):
-            request = self._http.build_request("GET", parsed)  # Host header from the URL
-            request.url = parsed.copy_with(host=str(address))
-            request.extensions["sni_hostname"] = parsed.host
-            requests.append(request)
-        return requests
-
-    async def _resolve(self, name: str, url: httpx.URL) -> list[IPAddress]:
-        host = url.host
-        try:
-            addresses = [ipaddress.ip_address(host)]
-        except ValueError:
-            try:
-                infos = await asyncio.get_running_loop().getaddrinfo(
-                    host,
-                    url.port or (443 if url.scheme == "https" else 80),
-                    type=socket.SOCK_STREAM,
-                )
-            except OSError as exc:
-                raise InputFetchError(
-                    f"cannot resolve {host!r}: {exc}", input_name=name, rule="dns"
-                ) from exc
-            # Every address must pass: the connection may go to any of them.
-            addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
-        for address in addresses:
-            if not self.allowed(address):
-                resolved = "" if str(address) == host else f" resolves to {address}, which"
-                raise InvalidInputError(
-                    f"URL host {host!r}{resolved} is a private, loopback or link-local "
-                    "address; refused (COMFYUI_INPUT_ALLOW_PRIVATE_URLS=true allows it)",
-                    input_name=name,
-                    rule="private-address",
-                )
-        return addresses
+                rule="fetch",
+            ) from exc
 
     async def _save(
         self, name: str, url: str, response: httpx.Response, dest: Path
@@ -188,10 +241,19 @@ class UrlFetcher:
             raise _too_large(name, url, int(declared), self.max_bytes)
         async with FileSink(dest) as sink:
             try:
-                async for chunk in response.aiter_bytes():
-                    if sink.size + len(chunk) > self.max_bytes:
-                        raise _too_large(name, url, sink.size + len(chunk), self.max_bytes)
-                    await sink.write(chunk)
+                decoder = ContentDecoder(response.headers.get("content-encoding", ""))
+                # Raw bytes, decoded here so that the cap counts decoded bytes as they are
+                # produced: a small body may inflate without end.
+                async for raw in response.aiter_raw():
+                    for chunk in decoder.decode(raw):
+                        if sink.size + len(chunk) > self.max_bytes:
+                            raise _too_large(name, url, sink.size + len(chunk), self.max_bytes)
+                        await sink.write(chunk)
+                decoder.finish()
+            except DecodeError as exc:
+                raise InvalidInputError(
+                    f"{shown(url)} {exc}", input_name=name, rule="content-encoding"
+                ) from exc
             except httpx.TransportError as exc:  # the body broke off: another try may work
                 raise InputFetchError(
                     f"downloading {shown(url)} broke off after {sink.size} bytes: "

@@ -25,7 +25,7 @@ from ..comfyui.client import ComfyUIClient
 from ..exceptions import InvalidInputError
 from ..job import InputSource
 from ..settings import Settings
-from .fetch import UrlFetcher, any_address, public_only
+from .fetch import UrlFetcher
 from .store import ObjectStores
 
 DATA_URL = re.compile(r"data:[^,;]*(;[^,;=]+=[^,;]*)*;base64,", re.IGNORECASE)
@@ -103,7 +103,7 @@ class InputUploader:
         self.fetcher = UrlFetcher(
             max_bytes=settings.max_input_bytes,
             timeout=settings.input_timeout,
-            allowed=any_address if settings.input_allow_private_urls else public_only,
+            guard=stores.guard,
         )
 
     async def aclose(self) -> None:

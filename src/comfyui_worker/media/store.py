@@ -4,7 +4,8 @@ Credentials, region and endpoint come from the standard variables (AWS_ACCESS_KE
 AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP;
 GOOGLE_* and AZURE_* for gs:// and az://), read by obstore itself, which also follows the
 rest of each cloud's credential chain (web identity, instance metadata). Error messages name
-the bucket and the store's error code, never a credential.
+the bucket and the store's error code, never a credential. Inputs are read only from the
+stores the input guard allows (`fetch.InputGuard.store_location`).
 
 obstore is imported on first use (about 4 MB of resident memory): a worker none of whose jobs
 touch a store never loads it.
@@ -13,6 +14,7 @@ touch a store never loads it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,6 +29,8 @@ from ..exceptions import (
 )
 from ..settings import Settings
 from ..streams import FileSink, HashingReader
+from .fetch import InputGuard, shown
+from .location import Location as Location  # re-exported: upload targets are built from it
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
@@ -47,24 +51,8 @@ DENIED_CODES = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Location:
-    """`scheme://bucket/key`, split."""
-
-    scheme: str
-    bucket: str
-    key: str
-
-    @classmethod
-    def parse(cls, uri: str) -> Location:
-        scheme, sep, rest = uri.partition("://")
-        bucket, _, key = rest.partition("/")
-        if not sep or not scheme or not bucket:
-            raise ValueError(f"{uri!r} is not scheme://bucket/key")
-        return cls(scheme, bucket, key.strip("/"))
-
-    def uri(self, key: str | None = None) -> str:
-        return f"{self.scheme}://{self.bucket}/{self.key if key is None else key}"
+class UploadCancelled(Exception):
+    """What obstore's next read of a cancelled upload's file raises, so that it aborts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +65,19 @@ class StoredObject:
 
 
 class ObjectStores:
-    """One obstore client per bucket, built on first use from the environment."""
+    """One obstore client per bucket, built on first use from the environment.
 
-    def __init__(self, *, timeout: float, retries: int, part_bytes: int) -> None:
+    `guard` says which objects inputs may be read from (by default none): a client is only
+    ever built for a store of the deployment's, never for a scheme or bucket an input names.
+    """
+
+    def __init__(
+        self, *, timeout: float, retries: int, part_bytes: int, guard: InputGuard | None = None
+    ) -> None:
         self.timeout = timeout
         self.retries = retries
         self.part_bytes = part_bytes
+        self.guard = guard or InputGuard()
         self._stores: dict[tuple[str, str], ObjectStore] = {}
 
     @classmethod
@@ -91,6 +86,7 @@ class ObjectStores:
             timeout=settings.store_timeout,
             retries=settings.retries,
             part_bytes=settings.store_part_bytes,
+            guard=InputGuard.from_settings(settings),
         )
 
     def store(self, scheme: str, bucket: str) -> ObjectStore:
@@ -107,23 +103,38 @@ class ObjectStores:
         return self._stores[(scheme, bucket)]
 
     async def upload(self, path: Path, where: Location, *, mime: str) -> StoredObject:
-        """Stream `path` to `where` (multipart above one part), hashing in the same read."""
+        """Stream `path` to `where` (multipart above one part), hashing in the same read.
+
+        A failed or cancelled upload leaves no multipart upload open and its file closed.
+        """
         import obstore
 
-        reader = HashingReader(path)
         size = (await asyncio.to_thread(path.stat)).st_size
-        try:
-            result = await obstore.put_async(
+        reader = HashingReader(path)
+        put = asyncio.ensure_future(
+            obstore.put_async(
                 self.store(where.scheme, where.bucket),
                 where.key,
-                reader.chunks(),
+                reader,
                 attributes={"Content-Type": mime},
                 chunk_size=self.part_bytes,
                 use_multipart=size > self.part_bytes,
                 max_concurrency=UPLOAD_CONCURRENCY,
             )
+        )
+        try:
+            # obstore aborts a multipart upload whose source fails, not one whose call is
+            # dropped: cancelled, it is told through the source, and the upload's parts go.
+            result = await asyncio.shield(put)
+        except asyncio.CancelledError:
+            reader.stop(UploadCancelled(f"the upload of {where.uri()} was cancelled"))
+            with contextlib.suppress(Exception):
+                await put
+            raise
         except store_errors() as exc:
             raise store_error(exc, where, "upload") from exc
+        finally:
+            await reader.aclose()
         return StoredObject(
             key=where.key,
             uri=where.uri(),
@@ -150,13 +161,13 @@ class ObjectStores:
         """An input's object into `dest`, refused past `max_bytes`: (size, sha256)."""
         import obstore
 
+        where = self.guard.store_location(name, uri)
         unusable: tuple[type[Exception], ...] = (ValueError, *store_errors())
         try:
-            where = Location.parse(uri)
             store = self.store(where.scheme, where.bucket)
         except unusable as exc:
             raise InvalidInputError(
-                f"cannot use object-store URI {uri!r}: {_first_line(exc)}",
+                f"cannot use object-store URI {shown(uri)!r}: {_first_line(exc)}",
                 input_name=name,
                 rule="uri",
             ) from exc
@@ -164,7 +175,7 @@ class ObjectStores:
             result = await obstore.get_async(store, where.key)
             if result.meta["size"] > max_bytes:
                 raise InvalidInputError(
-                    f"{uri} is larger than COMFYUI_MAX_INPUT_BYTES "
+                    f"{shown(uri)} is larger than COMFYUI_MAX_INPUT_BYTES "
                     f"({result.meta['size']} > {max_bytes} bytes)",
                     input_name=name,
                     rule="max-bytes",
