@@ -56,10 +56,10 @@ def test_binding_works_on_a_copy() -> None:
     ("params", "parameter", "rule", "fragment"),
     [
         (
-            {"caption": "x", "pingpong": True},
-            "pingpong",
+            {"caption": "x", "lossless": True},
+            "lossless",
             "unknown",
-            "parameter 'pingpong' is unknown",
+            "parameter 'lossless' is unknown",
         ),
         ({}, "caption", "required", "parameter 'caption' is required and missing"),
         ({"caption": 5}, "caption", "type", "expected a string, got number 5"),
@@ -100,8 +100,8 @@ def test_an_integer_is_a_json_integer_however_written() -> None:
 @pytest.mark.parametrize("value", ["false", "true", 0, 1, None])
 def test_a_bool_is_only_true_or_false(value: Any) -> None:
     with pytest.raises(InvalidParamsError, match="expected a boolean"):
-        bind(ANIMATE, {"pingpong": value}, rng=random.Random())
-    assert bind(ANIMATE, {"pingpong": True}, rng=random.Random()).params["pingpong"] is True
+        bind(ANIMATE, {"lossless": value}, rng=random.Random())
+    assert bind(ANIMATE, {"lossless": True}, rng=random.Random()).params["lossless"] is True
 
 
 def test_enum_choices_are_strict_about_type(tmp_path: Path) -> None:
@@ -120,8 +120,8 @@ pick:
     for value in (True, "1", 3):
         with pytest.raises(InvalidParamsError, match='is not one of the choices: 1, 2, "three"'):
             bind(template, {"n": value}, rng=random.Random())
-    with pytest.raises(InvalidParamsError, match='"image/png" is not one of the choices'):
-        bind(ANIMATE, {"format": "image/png"}, rng=random.Random())
+    with pytest.raises(InvalidParamsError, match='"medium" is not one of the choices'):
+        bind(ANIMATE, {"method": "medium"}, rng=random.Random())
 
 
 def test_every_problem_is_reported_at_once() -> None:
@@ -191,7 +191,7 @@ def test_command_line_values_follow_the_declared_type(name: str, text: str, valu
 
 @pytest.mark.parametrize(("text", "value"), [("true", True), ("False", False), ("yes", "yes")])
 def test_command_line_booleans(text: str, value: Any) -> None:
-    assert parse_text_value(ANIMATE.params["pingpong"], text) == value
+    assert parse_text_value(ANIMATE.params["lossless"], text) == value
 
 
 @pytest.mark.parametrize(

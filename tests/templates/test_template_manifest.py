@@ -32,7 +32,7 @@ def test_the_examples_load_without_problems() -> None:
     animate = catalogue.templates["animate"]
     assert animate.params["width"].default == 256  # overridden per template
     assert catalogue.templates["solid"].params["width"].default == 512  # not elsewhere
-    assert animate.params["pingpong"].type is ParamType.BOOL
+    assert animate.params["lossless"].type is ParamType.BOOL
 
 
 def test_targets_by_id_by_title_and_several(tmp_path: Path) -> None:

@@ -128,10 +128,10 @@ BAD_TASKS: list[tuple[str, Any, str, str, str | None, str]] = [
     ("solid", {}, "comfyui-invalid-params", "'caption' is required", "caption", "required"),
     (
         "animate",
-        {"pingpong": "false"},
+        {"lossless": "false"},
         "comfyui-invalid-params",
         'expected a boolean (true or false), got string "false"',
-        "pingpong",
+        "lossless",
         "type",
     ),
     (

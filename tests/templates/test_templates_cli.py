@@ -25,7 +25,7 @@ def test_list_and_show(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["templates", "list"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out == [
-        "animate  A short animation of solid frames.",
+        "animate  A short animated WebP of solid frames (ComfyUI's own SaveAnimatedWEBP).",
         "invert   The negative of a picture, softly blurred.",
         "solid    A solid-colour picture, scaled, with a caption.",
     ]
@@ -45,9 +45,10 @@ def test_show_json_prints_the_params_schema(capsys: pytest.CaptureFixture[str]) 
     assert schema["type"] == "object" and schema["additionalProperties"] is False
     assert schema["required"] == []
     props = schema["properties"]
-    assert props["format"] == {"enum": ["image/gif", "image/webp"], "default": "image/gif"}
+    assert props["method"]["enum"] == ["default", "fastest", "slowest"]
+    assert props["method"]["default"] == "default"
     assert props["frames"] == {"type": "integer", "minimum": 1, "maximum": 64, "default": 8}
-    assert props["pingpong"]["type"] == "boolean"
+    assert props["lossless"]["type"] == "boolean"
     assert "(random when omitted)" in props["color"]["description"]
     assert "default" not in props["color"]
     assert main(["templates", "show", "invert", "--json"]) == 0
@@ -202,9 +203,9 @@ def test_run_a_template_with_an_image_file(
     ("argv", "says"),
     [
         (
-            ["--template", "animate", "--param", "pingpong=maybe", "--param", "frames=2.5"],
+            ["--template", "animate", "--param", "lossless=maybe", "--param", "frames=2.5"],
             "InvalidParamsError: template 'animate': parameter 'frames': expected an integer, "
-            "got string \"2.5\"; parameter 'pingpong': expected a boolean",
+            "got string \"2.5\"; parameter 'lossless': expected a boolean",
         ),
         (["--template", "nope"], "UnknownTemplateError: template 'nope': no such template"),
         (["--template", "invert", "--param", "photo=/no/such.png"], "cannot read /no/such.png"),
