@@ -32,7 +32,7 @@ async def mock_middleware(request: web.Request, handler: Any) -> web.StreamRespo
         return response
     controls = server.controls
     controls.count_request(request.method, request.path)
-    delay = controls.response_delay(request.path)
+    delay = controls.response_delay(request.path, request.method)
     if delay > 0 and request.headers.get("Upgrade", "").lower() == "websocket":
         # A websocket's answer is its handshake, so that is what comes late.
         await asyncio.sleep(delay)
@@ -43,7 +43,7 @@ async def mock_middleware(request: web.Request, handler: Any) -> web.StreamRespo
             request.transport.close()
         raise web.HTTPServiceUnavailable()
     try:
-        injected = controls.take_http_failure(request.path)
+        injected = controls.take_http_failure(request.path, request.method)
         if injected is not None:
             return internal_error(injected)
         try:

@@ -52,6 +52,7 @@ class HttpFailure:
     path: str | None
     status: int
     remaining: int
+    method: str | None = None  # None: any method
 
 
 @dataclass
@@ -79,7 +80,8 @@ class Controls:
             self._validation_failures = 0
             self._node_failures: list[NodeFailure] = []
             self._http_failures: list[HttpFailure] = []
-            self._response_delays: dict[str | None, float] = {}
+            # (method or None for any, path or None for any) -> seconds
+            self._response_delays: dict[tuple[str | None, str | None], float] = {}
             self._drop: DropRule | None = None
 
     # -- setters ---------------------------------------------------------------------------
@@ -120,9 +122,13 @@ class Controls:
     def fail_http(self, count: int = 1, path: str | None = None, status: int = 500) -> None:
         if not 400 <= int(status) <= 599:
             raise ValueError(f"status must be an HTTP error code, not {status}")
+        # "POST /prompt": only that method's requests; "/prompt": every method's.
+        method, _, bare = (path or "").rpartition(" ")
         with self._lock:
-            target = normalise_path(path) if path is not None else None
-            self._http_failures.append(HttpFailure(target, int(status), max(0, int(count))))
+            target = normalise_path(bare) if path is not None else None
+            self._http_failures.append(
+                HttpFailure(target, int(status), max(0, int(count)), method.upper() or None)
+            )
 
     def drop_websockets(
         self, after_event: str | None = None, after_events: int | None = None
@@ -131,9 +137,11 @@ class Controls:
             self._drop = DropRule(after_event, after_events)
 
     def set_response_delay(self, seconds: float, path: str | None = None) -> None:
+        """`path` as `fail_http` takes it: "POST /prompt" delays that method only."""
+        method, _, bare = (path or "").rpartition(" ")
         with self._lock:
-            target = normalise_path(path) if path is not None else None
-            self._response_delays[target] = max(0.0, float(seconds))
+            target = normalise_path(bare) if path is not None else None
+            self._response_delays[(method.upper() or None, target)] = max(0.0, float(seconds))
 
     # -- read by the server -----------------------------------------------------------------
 
@@ -173,21 +181,28 @@ class Controls:
                     return failure
             return None
 
-    def take_http_failure(self, path: str) -> int | None:
+    def take_http_failure(self, path: str, method: str = "GET") -> int | None:
         path = normalise_path(path)
         with self._lock:
             for failure in self._http_failures:
-                if failure.path in (None, path) and failure.remaining > 0:
+                if (
+                    failure.path in (None, path)
+                    and failure.method in (None, method)
+                    and failure.remaining > 0
+                ):
                     failure.remaining -= 1
                     if failure.remaining == 0:
                         self._http_failures.remove(failure)
                     return failure.status
             return None
 
-    def response_delay(self, path: str) -> float:
+    def response_delay(self, path: str, method: str = "GET") -> float:
         path = normalise_path(path)
         with self._lock:
-            return self._response_delays.get(path, self._response_delays.get(None, 0.0))
+            for key in ((method, path), (None, path), (None, None)):
+                if key in self._response_delays:
+                    return self._response_delays[key]
+            return 0.0
 
     def websocket_event_delivered(self, event: str) -> bool:
         """True when the armed drop rule says: close every socket now."""

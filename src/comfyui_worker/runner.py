@@ -89,6 +89,7 @@ async def run_job(
             )
         bound = await templates.bind(job.template, job.params, key=pid)
         workflow, params = bound.workflow, bound.params
+        observer.bound(pid, job.template)
         for name, source in bound.inputs.items():
             if name in inputs:
                 raise InvalidInputError(

@@ -33,13 +33,16 @@ WS_RECONNECT_ATTEMPTS = 3
 class JobObserver:
     """Hooks for what happens during a job (task logs, progress, metrics). Default: log only.
 
-    In order: waiting -> slot_acquired -> submitted -> queued* / event* -> completed; a job
+    In order: (bound) -> waiting -> slot_acquired -> submitted -> queued* / event* -> completed; a job
     attached to or reused from an earlier attempt skips `submitted`. A job whose files were
     gone is submitted again after its first `completed`.
     """
 
     def note(self, prompt_id: str, message: str) -> None:
         log.info("prompt %s: %s", prompt_id, message)
+
+    def bound(self, prompt_id: str, template: str) -> None:
+        """The job's named template was bound to valid parameters."""
 
     def waiting(self, prompt_id: str) -> None:
         """The job waits for one of this process's in-flight slots."""

@@ -126,7 +126,7 @@ class Cluster:
         mock_index = self.rng.randrange(len(self.mocks))
         mock = self.mocks[mock_index]
         if fault is Fault.HTTP_5XX:
-            mock.fail_http(count=self.rng.randint(1, 4), path="/prompt", status=500)
+            mock.fail_http(count=self.rng.randint(1, 4), path="POST /prompt", status=500)
         elif fault is Fault.WS_DROP:
             mock.drop_websockets(after_events=self.rng.randint(2, 6))
         elif fault is Fault.SLOW:

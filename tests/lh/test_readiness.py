@@ -8,16 +8,19 @@ import json
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.cli import main
 from comfyui_worker.constants import TASK_NAME
 from comfyui_worker.exceptions import InvalidWorkflowError
+from comfyui_worker.lh.readiness import ComfyUIReadiness
 from comfyui_worker.lh.worker import serve
+from comfyui_worker.observability.metrics import REGISTRY
 from lh.fake_server import FakeLittleHorse, decode_report
 from lh.serve_process import WORKFLOW, serve_env, start_serve, stop_process, wait_polling
-from mock_settings import settings_for
+from mock_settings import executor_for, settings_for
 
 WARMUP = {
     "1": {
@@ -80,7 +83,7 @@ async def test_warmup_runs_before_the_first_claim_and_after_a_comfyui_restart(
     fake: FakeLittleHorse, comfyui_mock: MockHandle, tmp_path: Path
 ) -> None:
     # The first warmup fails on a transient 5xx and is retried.
-    comfyui_mock.fail_http(count=4, path="/prompt", status=503)
+    comfyui_mock.fail_http(count=4, path="POST /prompt", status=503)
     env = serve_env(
         fake,
         comfyui_mock,
@@ -162,3 +165,30 @@ async def test_serve_stops_with_the_error_when_the_readiness_watch_fails(
     with pytest.raises(InvalidWorkflowError, match=r"gone\.json"):
         async with asyncio.timeout(20):
             await serve(settings, fake.config())
+
+
+async def test_the_readiness_check_publishes_comfyui_s_queue_depth(
+    comfyui_mock: MockHandle,
+) -> None:
+    """What an autoscaler reads: every prompt ComfyUI holds, whoever submitted it."""
+    comfyui_mock.set_job_delay(1.5)
+    async with executor_for(comfyui_mock) as executor, httpx.AsyncClient() as http:
+        readiness = ComfyUIReadiness(executor)
+        watching = asyncio.create_task(readiness.run())
+        try:
+            for color in (1, 2):
+                prompt = {**WARMUP, "1": {**WARMUP["1"], "inputs": {**WARMUP["1"]["inputs"]}}}
+                prompt["1"]["inputs"]["color"] = color
+                answer = await http.post(f"{comfyui_mock.url}/prompt", json={"prompt": prompt})
+                assert answer.status_code == 200
+            depth = "comfyui_worker_comfyui_queue_remaining"
+            async with asyncio.timeout(5):
+                while REGISTRY.get_sample_value(depth) != 2:
+                    await asyncio.sleep(0.05)
+            assert readiness.ready
+            async with asyncio.timeout(10):
+                while REGISTRY.get_sample_value(depth) != 0:
+                    await asyncio.sleep(0.05)
+        finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)

@@ -174,7 +174,7 @@ async def test_bad_workflow_variables_are_named_and_the_worker_keeps_serving(
 async def test_comfyui_5xx_after_retries_is_a_retryable_failure(
     worker: Worker, fake: FakeLittleHorse, comfyui_mock: MockHandle
 ) -> None:
-    comfyui_mock.fail_http(count=50, path="/prompt", status=503)
+    comfyui_mock.fail_http(count=50, path="POST /prompt", status=503)
     report = await run_task(fake, WORKFLOW)
     assert report.status == "TASK_FAILED" and report.error_type == "TASK_ERROR"
     assert "ServerError" in report.error_message and "503" in report.error_message

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import platform
 import re
 import signal
 import socket
@@ -17,6 +18,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from comfyui_mock.handle import MockHandle
+from comfyui_worker import __version__
 from comfyui_worker.constants import TASK_NAME
 from lh.fake_server import FakeLittleHorse, decode_report
 from lh.identities import prompt_id_of
@@ -25,6 +27,10 @@ from observability.workflows import blur_workflow, slow_blur
 
 SECRET = "oauth-secret-9f8e7d6c5b4a"
 ROOT = Path(__file__).resolve().parents[2]
+
+
+LABELS = {"task": TASK_NAME, "template": ""}
+PYTHON = platform.python_version()
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -92,7 +98,7 @@ async def test_probes_jobs_and_metrics_follow_what_the_worker_does(
         assert decode_report(await fake.await_report(failing, timeout=15)).status == (
             "TASK_EXCEPTION"
         )
-        comfyui_mock.fail_http(count=1, path="/prompt", status=503)
+        comfyui_mock.fail_http(count=1, path="POST /prompt", status=503)
         # The first attempt's lookup of an earlier attempt fails twice (COMFYUI_RETRIES=1).
         comfyui_mock.fail_http(count=2, path=f"/history/{prompt_id_of('g-retry')}", status=500)
         retried = fake.schedule_task(
@@ -105,16 +111,23 @@ async def test_probes_jobs_and_metrics_follow_what_the_worker_does(
 
         after = await scrape(serve.http)
     finished = "comfyui_worker_jobs_finished_total"
-    assert value(after, finished, outcome="success", exception="") == 2
+    assert value(after, finished, **LABELS, outcome="success", exception="") == 2
     assert (
-        value(after, finished, outcome="business_exception", exception="comfyui-execution-error")
+        value(
+            after,
+            finished,
+            **LABELS,
+            outcome="business_exception",
+            exception="comfyui-execution-error",
+        )
         == 1
     )
-    assert value(after, finished, outcome="failed", exception="ServerError") == 1
+    assert value(after, finished, **LABELS, outcome="failed", exception="ServerError") == 1
     assert value(after, "comfyui_worker_http_retries_total", endpoint="POST /prompt") == 1
     assert value(after, "comfyui_worker_http_retries_total", endpoint="GET /history/{id}") >= 1
-    for histogram in ("slot_wait_seconds", "job_duration_seconds"):
-        assert value(after, f"comfyui_worker_{histogram}_count") == 4, histogram
+    assert value(after, "comfyui_worker_slot_wait_seconds_count") == 4
+    assert value(after, "comfyui_worker_job_duration_seconds_count", **LABELS) == 4
+    assert value(after, "comfyui_worker_build_info", version=__version__, python=PYTHON) == 1
     for histogram in ("comfyui_queue_wait_seconds", "execution_seconds"):
         # The first job, the failing one and the retry; the attempt whose lookup failed
         # never submitted.
@@ -194,7 +207,7 @@ async def test_json_logs_carry_the_prompt_id_and_never_a_secret(
         LHC_OAUTH_CLIENT_ID="worker",
         COMFYUI_STORE_SECRET_ACCESS_KEY=SECRET + "-store",
     ) as serve:
-        comfyui_mock.fail_http(count=1, path="/prompt", status=503)
+        comfyui_mock.fail_http(count=1, path="POST /prompt", status=503)
         run_id = fake.schedule_task(
             TASK_NAME, {"workflow": blur_workflow("logs")}, wf_run_id="g-logs"
         )

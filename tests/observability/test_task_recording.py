@@ -28,6 +28,10 @@ from observability.workflows import blur_workflow, slow_blur
 WORKFLOW = blur_workflow("obs")
 
 
+# The task's TaskDef, no template: the labels every job counter and duration carries.
+LABELS = {"task": TASK_NAME, "template": ""}
+
+
 def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
@@ -53,11 +57,13 @@ async def test_a_job_with_many_steps_logs_progress_sparingly_and_shows_on_the_bo
 ) -> None:
     slow_blur(comfyui_mock, steps=40, seconds=1.0)
     before = {
-        "ok": sample("comfyui_worker_jobs_finished_total", outcome="success", exception=""),
+        "ok": sample(
+            "comfyui_worker_jobs_finished_total", **LABELS, outcome="success", exception=""
+        ),
         "slot": sample("comfyui_worker_slot_wait_seconds_count"),
         "queue": sample("comfyui_worker_comfyui_queue_wait_seconds_count"),
         "exec": sample("comfyui_worker_execution_seconds_count"),
-        "e2e": sample("comfyui_worker_job_duration_seconds_count"),
+        "e2e": sample("comfyui_worker_job_duration_seconds_count", **LABELS),
         "detect": sample("comfyui_worker_completion_detection_seconds_count"),
         "files": sample("comfyui_worker_outputs_delivered_total"),
         "bytes": sample("comfyui_worker_output_bytes_delivered_total"),
@@ -88,17 +94,17 @@ async def test_a_job_with_many_steps_logs_progress_sparingly_and_shows_on_the_bo
 
     (path,) = report.output["outputs"]
     size = Path(path).stat().st_size
-    assert sample("comfyui_worker_jobs_finished_total", outcome="success", exception="") == (
-        before["ok"] + 1
-    )
+    assert sample(
+        "comfyui_worker_jobs_finished_total", **LABELS, outcome="success", exception=""
+    ) == (before["ok"] + 1)
     for key, name in [
         ("slot", "comfyui_worker_slot_wait_seconds_count"),
         ("queue", "comfyui_worker_comfyui_queue_wait_seconds_count"),
         ("exec", "comfyui_worker_execution_seconds_count"),
-        ("e2e", "comfyui_worker_job_duration_seconds_count"),
         ("detect", "comfyui_worker_completion_detection_seconds_count"),
     ]:
         assert sample(name) == before[key] + 1, name
+    assert sample("comfyui_worker_job_duration_seconds_count", **LABELS) == before["e2e"] + 1
     assert sample("comfyui_worker_outputs_delivered_total") == before["files"] + 1
     assert sample("comfyui_worker_output_bytes_delivered_total") == before["bytes"] + size
     # ComfyUI ran the blur for at least its one-second delay, by its own clock.
@@ -110,12 +116,12 @@ async def test_failures_retries_and_websocket_drops_are_counted(
 ) -> None:
     business = ("business_exception", "comfyui-execution-error")
     failed_before = sample(
-        "comfyui_worker_jobs_finished_total", outcome=business[0], exception=business[1]
+        "comfyui_worker_jobs_finished_total", **LABELS, outcome=business[0], exception=business[1]
     )
     retries_before = sample("comfyui_worker_http_retries_total", endpoint="POST /prompt")
     history_before = sample("comfyui_worker_http_retries_total", endpoint="GET /history/{id}")
     lost_before = sample(
-        "comfyui_worker_jobs_finished_total", outcome="failed", exception="ServerError"
+        "comfyui_worker_jobs_finished_total", **LABELS, outcome="failed", exception="ServerError"
     )
     reconnects_before = sample("comfyui_worker_websocket_reconnects_total")
 
@@ -123,10 +129,10 @@ async def test_failures_retries_and_websocket_drops_are_counted(
     report = await run_task(fake)
     assert report.exception_name == "comfyui-execution-error"  # type: ignore[attr-defined]
     assert sample(
-        "comfyui_worker_jobs_finished_total", outcome=business[0], exception=business[1]
+        "comfyui_worker_jobs_finished_total", **LABELS, outcome=business[0], exception=business[1]
     ) == (failed_before + 1)
 
-    comfyui_mock.fail_http(count=1, path="/prompt", status=503)
+    comfyui_mock.fail_http(count=1, path="POST /prompt", status=503)
     assert (await run_task(fake)).status == "TASK_SUCCESS"  # type: ignore[attr-defined]
     assert sample("comfyui_worker_http_retries_total", endpoint="POST /prompt") == (
         retries_before + 1
@@ -138,7 +144,7 @@ async def test_failures_retries_and_websocket_drops_are_counted(
         history_before
     )
     assert sample(
-        "comfyui_worker_jobs_finished_total", outcome="failed", exception="ServerError"
+        "comfyui_worker_jobs_finished_total", **LABELS, outcome="failed", exception="ServerError"
     ) == (lost_before + 1)
     comfyui_mock.reset_controls()
 

@@ -261,7 +261,26 @@ async def test_system_stats_object_info_and_health(
     httpx_mock.add_response(url=f"{BASE}/object_info/SaveImage", json={"SaveImage": {}})
     assert await client.system_stats() == stats
     assert "SaveImage" in await client.object_info("SaveImage")
+    httpx_mock.add_response(url=f"{BASE}/prompt", json={"exec_info": {"queue_remaining": 3}})
     assert await client.check_health() is True
+
+
+@pytest.mark.parametrize(
+    ("answer", "remaining"),
+    [
+        ({"json": {"exec_info": {"queue_remaining": 4}}}, 4),
+        ({"json": {"exec_info": {"queue_remaining": 0}}}, 0),
+        # Not ComfyUI: a page, or some other JSON at its address.
+        ({"text": "<html>nginx</html>", "headers": {"content-type": "text/html"}}, None),
+        ({"json": {"status": "ok"}}, None),
+        ({"status_code": 502}, None),
+    ],
+)
+async def test_queue_remaining_reads_exec_info_or_says_none(
+    client: ComfyUIClient, httpx_mock: HTTPXMock, answer: dict[str, Any], remaining: int | None
+) -> None:
+    httpx_mock.add_response(url=f"{BASE}/prompt", method="GET", **answer)
+    assert await client.queue_remaining() == remaining
 
 
 async def test_health_is_false_when_unreachable(httpx_mock: HTTPXMock) -> None:

@@ -178,15 +178,24 @@ class ComfyUIClient:
     async def system_stats(self) -> dict[str, Any]:
         return _require_dict(await self._get_json("/system_stats"), "/system_stats")
 
-    async def check_health(self) -> bool:
-        """True when ComfyUI answers /system_stats; never raises."""
+    async def queue_remaining(self) -> int | None:
+        """Prompts ComfyUI holds, running and pending, from every client (`GET /prompt`, its
+        lightest answer); None when it does not answer. Never raises, never retried: the
+        caller asks again."""
         try:
-            await self._with_retries(
-                "GET /system_stats", lambda _: self._get_once("/system_stats"), retries=0
+            body = await self._with_retries(
+                "GET /prompt", lambda _: self._get_once("/prompt"), retries=0
             )
         except ComfyUIError:
-            return False
-        return True
+            return None
+        info = body.get("exec_info") if isinstance(body, dict) else None
+        remaining = info.get("queue_remaining") if isinstance(info, dict) else None
+        # Anything else answering there is not a ComfyUI to send work to.
+        return remaining if isinstance(remaining, int) else None
+
+    async def check_health(self) -> bool:
+        """True when ComfyUI answers; never raises."""
+        return await self.queue_remaining() is not None
 
     # -- files ---------------------------------------------------------------------------
 

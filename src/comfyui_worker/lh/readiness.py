@@ -91,9 +91,12 @@ class ComfyUIReadiness:
     async def _answers(self) -> bool:
         try:
             async with asyncio.timeout(HEALTH_TIMEOUT):
-                return await self._executor.client.check_health()
+                remaining = await self._executor.client.queue_remaining()
         except TimeoutError:
             return False
+        if remaining is not None:
+            metrics.COMFYUI_QUEUE.set(remaining)
+        return remaining is not None
 
     async def _warm_up(self) -> bool:
         """Run the warmup workflow until it succeeds, or fails for good (logged; claims then

@@ -41,6 +41,7 @@ class TaskObserver(RecordingObserver):
             wf_run_id=identity.wf_run_id,
             task_run_id=identity.task_guid,
             attempt=ctx.attempt_number,
+            task=ctx.task_def_name,
         )
         self.ctx = ctx
         self._budget = LogBudget()

@@ -7,11 +7,13 @@ thread-safe, so the health server's thread reads them while the event loop write
 
 from __future__ import annotations
 
+import platform
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
+from .. import __version__
 from ..constants import JobOutcome
 
 REGISTRY = CollectorRegistry()
@@ -23,11 +25,22 @@ PREFIX = "comfyui_worker_"
 _LONG_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 _SHORT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
+BUILD_INFO = Gauge(
+    PREFIX + "build_info",
+    "Always 1: the worker's version and the Python it runs on",
+    ["version", "python"],
+    registry=REGISTRY,
+)
+BUILD_INFO.labels(version=__version__, python=platform.python_version()).set(1)
+# Both bounded: `task` is a TaskDef this worker serves, `template` a name from the template
+# store's manifest (empty for jobs without a template, or whose template did not bind).
+JOB_LABELS = ("task", "template")
 JOBS_FINISHED = Counter(
     PREFIX + "jobs_finished",
-    "Jobs finished, by outcome (success, business_exception, failed, cancelled) and "
-    "exception (the LittleHorse exception name, or the error type of a retryable failure)",
-    ["outcome", "exception"],
+    "Jobs finished, by TaskDef, template, outcome (success, business_exception, failed, "
+    "cancelled) and exception (the LittleHorse exception name, or the error type of a "
+    "retryable failure)",
+    [*JOB_LABELS, "outcome", "exception"],
     registry=REGISTRY,
 )
 JOBS_IN_FLIGHT = Gauge(
@@ -55,8 +68,15 @@ EXECUTION = Histogram(
 )
 JOB_DURATION = Histogram(
     PREFIX + "job_duration_seconds",
-    "End to end: from the task starting here to its result or failure",
+    "End to end, by TaskDef and template: from the task starting here to its result or failure",
+    JOB_LABELS,
     buckets=_LONG_BUCKETS,
+    registry=REGISTRY,
+)
+COMFYUI_QUEUE = Gauge(
+    PREFIX + "comfyui_queue_remaining",
+    "Prompts ComfyUI holds, running and pending, from every client (its exec_info), as last "
+    "read by the readiness check (every few seconds); an autoscaler's measure of backlog",
     registry=REGISTRY,
 )
 COMPLETION_LATENCY = Histogram(
@@ -109,10 +129,17 @@ def record_http_retry(what: str) -> None:
     HTTP_RETRIES.labels(endpoint=endpoint_label(what)).inc()
 
 
-def record_finished(outcome: JobOutcome, exception: str, started: float) -> None:
-    """`started` is a `time.monotonic()` reading from when the task began."""
-    JOBS_FINISHED.labels(outcome=outcome.value, exception=exception).inc()
-    JOB_DURATION.observe(max(0.0, time.monotonic() - started))
+def record_finished(
+    outcome: JobOutcome, exception: str, started: float, *, task: str = "", template: str = ""
+) -> None:
+    """`started` is a `time.monotonic()` reading from when the task began; `task` the TaskDef
+    (empty for `run`), `template` the bound template's name."""
+    JOBS_FINISHED.labels(
+        task=task, template=template, outcome=outcome.value, exception=exception
+    ).inc()
+    JOB_DURATION.labels(task=task, template=template).observe(
+        max(0.0, time.monotonic() - started)
+    )
 
 
 def record_delivered(count: int, size: int) -> None:

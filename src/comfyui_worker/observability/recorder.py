@@ -34,9 +34,11 @@ class RecordingObserver(JobObserver):
         wf_run_id: str | None = None,
         task_run_id: str | None = None,
         attempt: int | None = None,
+        task: str = "",
     ) -> None:
         self.board = board
         self.wf_run_id, self.task_run_id, self.attempt = wf_run_id, task_run_id, attempt
+        self.task, self.template = task, ""
         self.started = time.monotonic()
         self._view: JobView | None = None
         self._waiting_since = self.started
@@ -48,7 +50,9 @@ class RecordingObserver(JobObserver):
             self.board.remove(self._view.prompt_id, self._view)
             metrics.JOBS_IN_FLIGHT.dec()
             self._view = None
-        metrics.record_finished(outcome, exception, self.started)
+        metrics.record_finished(
+            outcome, exception, self.started, task=self.task, template=self.template
+        )
 
     def changed(self, prompt_id: str, progress: Progress) -> None:
         """The progress figure moved; by default a line when one is due."""
@@ -60,6 +64,9 @@ class RecordingObserver(JobObserver):
         log.info("prompt %s: %s", prompt_id, progress.describe())
 
     # -- JobObserver ------------------------------------------------------------------
+
+    def bound(self, prompt_id: str, template: str) -> None:
+        self.template = template
 
     def waiting(self, prompt_id: str) -> None:
         self._waiting_since = time.monotonic()

@@ -150,7 +150,7 @@ async def test_200_with_node_errors_is_reported(
 async def test_500_text_plain_is_a_server_error_after_one_retry(
     client: ComfyUIClient, comfyui_mock: MockHandle
 ) -> None:
-    comfyui_mock.fail_http(count=2, path="/prompt")
+    comfyui_mock.fail_http(count=2, path="POST /prompt")
     with pytest.raises(ServerError) as info:
         await client.submit(save_prompt("client/500"), prompt_id="p", client_id="c")
     assert info.value.status_code == 500
@@ -165,7 +165,7 @@ async def test_500_text_plain_is_a_server_error_after_one_retry(
 async def test_submit_retries_once_on_a_5xx(
     client: ComfyUIClient, comfy: Comfy, comfyui_mock: MockHandle
 ) -> None:
-    comfyui_mock.fail_http(count=1, path="/prompt", status=503)
+    comfyui_mock.fail_http(count=1, path="POST /prompt", status=503)
     pid = new_prompt_id()
     result = await client.submit(save_prompt("client/503"), prompt_id=pid, client_id="c")
     assert result.prompt_id == pid
@@ -219,7 +219,7 @@ async def test_submit_retry_does_not_resubmit_an_enqueued_prompt(
     # The answer to the first POST comes after the client's timeout, the prompt already
     # enqueued: the retry must find it (in history, or still in the queue) instead of posting.
     comfyui_mock.set_job_delay(job_delay)
-    comfyui_mock.set_response_delay(0.6, path="/prompt")
+    comfyui_mock.set_response_delay(0.6, path="POST /prompt")
     pid = new_prompt_id()
     async with ComfyUIClient.from_settings(settings_for(comfyui_mock, request_timeout=0.2)) as c:
         result = await c.submit(save_prompt("client/slow"), prompt_id=pid, client_id="c")
@@ -298,9 +298,9 @@ async def test_system_stats_object_info_and_health(client: ComfyUIClient) -> Non
 async def test_health_is_false_on_a_5xx_without_retrying(
     client: ComfyUIClient, comfyui_mock: MockHandle
 ) -> None:
-    comfyui_mock.fail_http(count=1, path="/system_stats", status=502)
+    comfyui_mock.fail_http(count=1, path="POST /prompt", status=502)
     assert await client.check_health() is False
-    assert comfyui_mock.request_count("/system_stats") == 1
+    assert comfyui_mock.request_count("/prompt", "GET") == 1
     assert await client.check_health() is True
 
 

@@ -109,6 +109,11 @@ async def test_injected_http_errors_per_path_and_count(
     comfyui_mock.fail_http(count=1)
     assert (await comfy.http.get("/system_stats")).status_code == 500
     assert (await comfy.http.post("/prompt", json={"prompt": save_prompt()})).status_code == 200
+    # One method only: the readiness check's GET /prompt is not a submission.
+    comfyui_mock.fail_http(count=1, path="POST /prompt", status=503)
+    assert (await comfy.http.get("/prompt")).status_code == 200
+    assert (await comfy.http.post("/prompt", json={"prompt": save_prompt()})).status_code == 503
+    assert (await comfy.http.post("/prompt", json={"prompt": save_prompt()})).status_code == 200
 
 
 async def test_slow_responses(comfy: Comfy, comfyui_mock: MockHandle) -> None:

@@ -132,7 +132,7 @@ async def test_retry_after_a_deadline_runs_instead_of_reporting_the_old_failure(
     assert old["status"]["messages"][-1][0] == "execution_interrupted"
     comfyui_mock.set_node_delay("ImageBlur", 0.0)
     # The retry's first POST /prompt fails before ComfyUI enqueues it.
-    comfyui_mock.fail_http(count=1, path="/prompt", status=503)
+    comfyui_mock.fail_http(count=1, path="POST /prompt", status=503)
     async with executor_for(comfyui_mock, completion_mode=mode, reconcile_interval=0.2) as retry:
         result = await retry.run(workflow, prompt_id=PID)
     assert Path(result.outputs[0]).is_file() and not result.reused
@@ -264,7 +264,7 @@ async def test_submit_whose_answer_was_lost_still_reports_node_errors(
     comfyui_mock: MockHandle, capture: Any
 ) -> None:
     # ComfyUI enqueues the prompt but its answer (with node_errors) never arrives in time.
-    comfyui_mock.set_response_delay(1.5, path="/prompt")
+    comfyui_mock.set_response_delay(1.5, path="POST /prompt")
     async with executor_for(comfyui_mock, request_timeout=0.5) as executor:
         result = await executor.run(partly_valid(capture), prompt_id=PID)
     assert [n.node_id for n in result.node_errors] == ["3"]
