@@ -48,6 +48,10 @@ __all__ = ["Executor", "JobObserver", "JobResult", "raise_for_outcome"]
 
 log = logging.getLogger(__name__)
 
+# The most one `abandon` (dequeue and interrupt a prompt) takes; serve runs them at once after
+# the drain, so it is also what COMFYUI_INTERRUPT_ON_SHUTDOWN adds to a shutdown.
+ABANDON_TIMEOUT = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class _Outcome:
@@ -315,7 +319,7 @@ class Executor:
         then still interrupted, where the other order would leave it running unwatched.
         """
         try:
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(ABANDON_TIMEOUT):
                 await self.client.delete_from_queue([pid])
                 await self.client.interrupt(pid)
         except (TimeoutError, ComfyUIError) as exc:
