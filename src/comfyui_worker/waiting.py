@@ -33,9 +33,9 @@ WS_RECONNECT_ATTEMPTS = 3
 class JobObserver:
     """Hooks for what happens during a job (task logs, progress, metrics). Default: log only.
 
-    In order: (bound) -> waiting -> slot_acquired -> submitted -> queued* / event* -> completed; a job
-    attached to or reused from an earlier attempt skips `submitted`. A job whose files were
-    gone is submitted again after its first `completed`.
+    In order: (bound) -> waiting -> slot_acquired -> submitted -> queued* / event* ->
+    completed; a job attached to or reused from an earlier attempt skips `submitted`. A job
+    whose files were gone is submitted again after its first `completed`.
     """
 
     def note(self, prompt_id: str, message: str) -> None:

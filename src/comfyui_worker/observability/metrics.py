@@ -137,9 +137,7 @@ def record_finished(
     JOBS_FINISHED.labels(
         task=task, template=template, outcome=outcome.value, exception=exception
     ).inc()
-    JOB_DURATION.labels(task=task, template=template).observe(
-        max(0.0, time.monotonic() - started)
-    )
+    JOB_DURATION.labels(task=task, template=template).observe(max(0.0, time.monotonic() - started))
 
 
 def record_delivered(count: int, size: int) -> None:
