@@ -1,5 +1,5 @@
 """A loopback HTTP server for input-URL tests: files, redirects, errors, slow, endless and
-truncated bodies."""
+truncated bodies, and files held back until the test releases them."""
 
 from __future__ import annotations
 
@@ -16,10 +16,21 @@ class FileServer:
     url: str
     files: dict[str, bytes] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
+    # `held_url` answers once this is set (the fixture sets it when the test ends).
+    release: asyncio.Event = field(default_factory=asyncio.Event)
 
     def file_url(self, name: str, host: str | None = None) -> str:
         base = self.url if host is None else self.url.replace("127.0.0.1", host)
         return f"{base}/files/{name}"
+
+    def held_url(self, name: str) -> str:
+        """A file whose download starts at once and ends only after `release` is set."""
+        return f"{self.url}/held/{name}"
+
+    async def wait_requests(self, path: str, count: int = 1) -> None:
+        async with asyncio.timeout(10):
+            while self.requests.count(path) < count:
+                await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -33,6 +44,14 @@ async def file_server() -> AsyncIterator[FileServer]:
         if data is None:
             return web.Response(status=404)
         return web.Response(body=data)
+
+    async def held(request: web.Request) -> web.StreamResponse:
+        server.requests.append(request.path)
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await server.release.wait()
+        await response.write(server.files[request.match_info["name"]])
+        return response
 
     async def redirect(request: web.Request) -> web.StreamResponse:
         server.requests.append(request.path)
@@ -67,6 +86,7 @@ async def file_server() -> AsyncIterator[FileServer]:
 
     app = web.Application()
     app.router.add_get("/files/{name}", files)
+    app.router.add_get("/held/{name}", held)
     app.router.add_get("/redirect", redirect)
     app.router.add_get("/status/{code}", status)
     app.router.add_get("/endless", endless)
@@ -83,4 +103,5 @@ async def file_server() -> AsyncIterator[FileServer]:
         yield server
     finally:
         closing.set()
+        server.release.set()
         await runner.cleanup()
