@@ -169,7 +169,7 @@ class Executor:
             if found.missing:
                 raise still_missing(pid, found.missing)
         if found.kept:
-            observer.note(pid, f"{len(found.kept)} output file(s) were stored and removed")
+            observer.note(pid, f"{len(found.kept)} output file(s) were stored, then removed")
         observer.note(
             pid, f"finished with {len(found.files)} file(s) and {len(found.texts)} text(s)"
         )
