@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import tempfile
 import uuid
 from dataclasses import replace
@@ -42,8 +43,10 @@ log = logging.getLogger(__name__)
 # The start check's file, in each folder: one name, overwritten at every start.
 PROBE_SUBFOLDER = ".comfyui-worker"
 PROBE_NAME = "folder-check.txt"
-# Another worker starting against the same ComfyUI may write its own token in between.
-PROBE_TRIES = 3
+# Another worker starting against the same ComfyUI (the fault soak runs two per ComfyUI) may
+# write its own token between our write and our read: a few tries, apart by a random pause.
+PROBE_TRIES = 5
+PROBE_PAUSE = 0.2
 CHECKED_FOLDERS = ("output", "temp")
 
 
@@ -146,6 +149,7 @@ async def _probe(client: ComfyUIClient, kind: str, folder: Path) -> None:
             return
         if seen is None:
             break
+        await asyncio.sleep(random.uniform(0, PROBE_PAUSE))
     variable = folder_variable(kind)
     hint = await asyncio.to_thread(_parent_hint, variable, folder, kind, relative)
     raise ConfigurationError(
