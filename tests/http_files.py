@@ -1,5 +1,6 @@
 """A loopback HTTP server for input-URL tests: files (also with a Content-Encoding), redirects
-(setting a cookie when asked), errors, slow, endless and truncated bodies."""
+(setting a cookie when asked), errors, slow, endless and truncated bodies, and files held back
+until the test releases them."""
 
 from __future__ import annotations
 
@@ -19,10 +20,21 @@ class FileServer:
     encoded: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
     cookies: list[str] = field(default_factory=list)  # the Cookie header of each request
+    # `held_url` answers once this is set (the fixture sets it when the test ends).
+    release: asyncio.Event = field(default_factory=asyncio.Event)
 
     def file_url(self, name: str, host: str | None = None) -> str:
         base = self.url if host is None else self.url.replace("127.0.0.1", host)
         return f"{base}/files/{name}"
+
+    def held_url(self, name: str) -> str:
+        """A file whose download starts at once and ends only after `release` is set."""
+        return f"{self.url}/held/{name}"
+
+    async def wait_requests(self, path: str, count: int = 1) -> None:
+        async with asyncio.timeout(10):
+            while self.requests.count(path) < count:
+                await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -45,6 +57,14 @@ async def file_server() -> AsyncIterator[FileServer]:
         record(request)
         body, coding = server.encoded[request.match_info["name"]]
         return web.Response(body=body, headers={"Content-Encoding": coding})
+
+    async def held(request: web.Request) -> web.StreamResponse:
+        record(request)
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await server.release.wait()
+        await response.write(server.files[request.match_info["name"]])
+        return response
 
     async def redirect(request: web.Request) -> web.StreamResponse:
         record(request)
@@ -81,6 +101,7 @@ async def file_server() -> AsyncIterator[FileServer]:
     app = web.Application()
     app.router.add_get("/files/{name}", files)
     app.router.add_get("/encoded/{name}", encoded)
+    app.router.add_get("/held/{name}", held)
     app.router.add_get("/redirect", redirect)
     app.router.add_get("/status/{code}", status)
     app.router.add_get("/endless", endless)
@@ -97,4 +118,5 @@ async def file_server() -> AsyncIterator[FileServer]:
         yield server
     finally:
         closing.set()
+        server.release.set()
         await runner.cleanup()

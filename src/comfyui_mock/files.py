@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from dataclasses import dataclass
@@ -30,6 +31,22 @@ class Dirs:
 
 class UnsafePath(Exception):
     """A name or subfolder that would leave its base directory."""
+
+
+NAME_MAX = 255
+"""Bytes of the longest file or folder name the common file systems (ext4, xfs, btrfs, tmpfs,
+APFS) accept."""
+
+
+def check_name_lengths(relative: str) -> None:
+    """Raise what `open()` raises on a real file system for a name over NAME_MAX bytes.
+
+    ComfyUI checks no length before writing, so its handler fails and aiohttp answers 500;
+    the mock refuses alike whatever file system its folders are on.
+    """
+    for part in Path(relative).parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), part)
 
 
 def _inside(base: Path, candidate: str) -> bool:
@@ -142,6 +159,7 @@ def write_new(folder: Path, filename: str, counter: int, ext: str, data: bytes) 
     """
     while True:
         name = f"{filename}_{counter:05}_{ext}"
+        check_name_lengths(name)
         try:
             with open(folder / name, "xb") as fh:
                 fh.write(data)
@@ -177,6 +195,7 @@ def store_upload(
     filepath = os.path.abspath(os.path.join(folder, filename))
     if os.path.commonpath((str(base), filepath)) != str(base):
         raise UnsafePath(filename)
+    check_name_lengths(os.path.relpath(filepath, base))
     os.makedirs(folder, exist_ok=True)
     stem, ext = os.path.splitext(filename)
     duplicate = False
@@ -188,6 +207,7 @@ def store_upload(
                 break
             filename = f"{stem} ({i}){ext}"
             filepath = os.path.join(folder, filename)
+            check_name_lengths(filename)
             i += 1
     if not duplicate:
         Path(filepath).write_bytes(data)

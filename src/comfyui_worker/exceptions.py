@@ -21,6 +21,7 @@
     ├── OutputError ................. the history's outputs cannot be turned into results
     │   ├── UnsafeOutputPathError ... a filename/subfolder escapes its directory
     │   ├── OutputMissingError ...... files ComfyUI reported are not on disk, even after a rerun
+    │   │   └── FolderMappingError .. ... ComfyUI still serves them: a folder setting is wrong
     │   ├── OutputTooLargeError ..... the result would carry more than LittleHorse may store
     │   └── OutputStoreError ........ the output store failed (unreachable, 5xx): retryable
     │       └── OutputStoreDeniedError  ... it refused our credentials, or the bucket is missing
@@ -297,6 +298,22 @@ class OutputMissingError(OutputError):
 
     def details(self) -> dict[str, Any]:
         return {"message": str(self), "prompt_id": self.prompt_id, "missing": self.missing}
+
+
+class FolderMappingError(OutputMissingError, ConfigurationError):
+    """ComfyUI still has (serves) output files that are not in the folder as mounted here:
+    `variable` (COMFYUI_OUTPUT_DIR, COMFYUI_TEMP_DIR) points elsewhere. Running the prompt
+    again cannot help."""
+
+    def __init__(
+        self, message: str, *, prompt_id: str, missing: list[str], variable: str, folder: str
+    ) -> None:
+        super().__init__(message, prompt_id=prompt_id, missing=missing)
+        self.variable = variable
+        self.folder = folder
+
+    def details(self) -> dict[str, Any]:
+        return super().details() | {"variable": self.variable, "folder": self.folder}
 
 
 class OutputTooLargeError(OutputError):

@@ -1,15 +1,17 @@
 """Run one workflow on ComfyUI to completion: the path shared by the CLI and the LittleHorse task.
 
-    validate -> open websocket, meanwhile: look for an earlier attempt's prompt (queue, then
-    history) -> (attach to or reuse it | prepare -> submit) -> wait (`waiting`) -> read
-    history -> outputs, each file checked on disk in one pass -> JobResult
+    validate -> before_slot (outside the in-flight limit) -> slot -> open websocket,
+    meanwhile: look for an earlier attempt's prompt (queue, then history) -> (attach to or
+    reuse it | prepare -> submit) -> wait (`waiting`) -> read history -> outputs, each file
+    checked on disk in one pass (`folders.locate`) -> JobResult
 
 Every attempt of one task uses the same prompt_id, so what ComfyUI holds under it may be an
 earlier attempt's: a prompt still running is attached to (and run again once if it ends
 interrupted), a finished success is reused (its node_errors rebuilt from its history entry),
-and outputs whose files are gone are made again after dropping ComfyUI's cache. Only a prompt
-carrying this job's tag (`PromptTag`) is taken for an earlier attempt's; any other is another
-job's, and the job fails rather than deliver its outputs.
+and outputs whose files are gone (from ComfyUI too, and not kept by the caller) are made again
+after dropping ComfyUI's cache. Only a prompt carrying this job's tag (`PromptTag`) is taken
+for an earlier attempt's; any other is another job's, and the job fails rather than deliver
+its outputs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,22 +30,18 @@ from .exceptions import (
     JobTimeoutError,
     NodeError,
     NodeInputError,
-    OutputMissingError,
     PromptConflictError,
 )
-from .outputs import (
-    OutputDirs,
-    describe_files,
-    find_outputs,
-    folder_variables,
-    node_order,
-)
+from .folders import locate, still_missing
+from .outputs import KeptFiles, OutputDirs, describe_files, node_order
+from .preparing import BeforeSlot, Prepare
+from .preparing import Submittable as _Submittable
 from .results import JobResult, raise_for_outcome
 from .settings import Settings
 from .waiting import JobObserver, StreamAhead, Waiter
 from .workflow import validate_workflow
 
-__all__ = ["Executor", "JobObserver", "JobResult", "raise_for_outcome"]
+__all__ = ["BeforeSlot", "Executor", "JobObserver", "JobResult", "Prepare", "raise_for_outcome"]
 
 log = logging.getLogger(__name__)
 
@@ -61,28 +58,6 @@ class _Outcome:
     node_errors: tuple[NodeError, ...]
     # An earlier attempt's prompt was attached to or reused instead of resubmitted.
     reused: bool = False
-
-
-Prepare = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-"""Makes the prompt to submit from the validated workflow (see `Executor.run`)."""
-
-
-class _Submittable:
-    """A job's workflow, and the prompt `prepare` makes of it the first time it is needed."""
-
-    def __init__(
-        self, workflow: dict[str, Any], prepare: Prepare | None, tag: PromptTag | None
-    ) -> None:
-        self.workflow = workflow
-        self.tag = tag
-        self._prepare = prepare
-        self._prompt: dict[str, Any] | None = workflow if prepare is None else None
-
-    async def prompt(self) -> dict[str, Any]:
-        if self._prompt is None:
-            assert self._prepare is not None
-            self._prompt = await self._prepare(self.workflow)
-        return self._prompt
 
 
 class Executor:
@@ -115,8 +90,10 @@ class Executor:
         *,
         prompt_id: str | None = None,
         observer: JobObserver | None = None,
+        before_slot: BeforeSlot | None = None,
         prepare: Prepare | None = None,
         digest_files: bool = False,
+        kept: KeptFiles | None = None,
         tag: PromptTag | None = None,
     ) -> JobResult:
         """Run `workflow`; with a `prompt_id` from an earlier attempt, attach instead of rerun.
@@ -124,11 +101,15 @@ class Executor:
         `tag` names the job and what it was given; the prompt carries it, and a prompt found
         under `prompt_id` is attached to or reused only if it carries the same tag.
 
-        `prepare` turns the workflow into the prompt to submit (a job uploads its inputs
-        there). It runs once, and only when the prompt is really submitted: a retry that
-        attaches to or reuses its earlier prompt never calls it. `digest_files`: read each
-        output file's size and sha256 (`JobResult.digests`) in the same pass that checks it
-        is on disk, for a caller that would read them next anyway.
+        `before_slot` runs under the job's deadline but before it takes one of the
+        in-flight slots (a job fetches and uploads its inputs there), so a slow download
+        never keeps ComfyUI idle while a ready job waits. `prepare` turns the workflow into
+        the prompt to submit. It runs once, and only when the prompt is really submitted: a
+        retry that attaches to or reuses its earlier prompt never calls it. `digest_files`:
+        read each output file's size and sha256 (`JobResult.digests`) in the same pass that
+        checks it is on disk, for a caller that would read them next anyway. `kept`: files
+        the caller removed after delivering them elsewhere; not on disk, they are no reason
+        to run the prompt again (`JobResult.kept` lists them).
 
         Raises InvalidWorkflowError, PromptValidationError, ExecutionError,
         ExecutionInterrupted, PromptLostError, JobTimeoutError, UnsafeOutputPathError,
@@ -140,6 +121,8 @@ class Executor:
         deadline = asyncio.timeout(self.settings.job_deadline)
         try:
             async with deadline:
+                if before_slot is not None:
+                    await before_slot()
                 observer.waiting(pid)
                 async with self._slots:
                     observer.slot_acquired(pid)
@@ -149,6 +132,7 @@ class Executor:
                         resumable=prompt_id is not None,
                         observer=observer,
                         digest=digest_files,
+                        kept=kept,
                     )
         except TimeoutError as exc:
             if not deadline.expired():
@@ -170,6 +154,7 @@ class Executor:
         resumable: bool,
         observer: JobObserver,
         digest: bool,
+        kept: KeptFiles | None,
     ) -> JobResult:
         # The websocket opens while the resume check reads the queue and history: its
         # handshake costs a job nothing more than those reads already take.
@@ -182,11 +167,11 @@ class Executor:
             await ahead.discard()
         observer.completed(pid, outcome.entry, reused=outcome.reused)
         raise_for_outcome(outcome.entry)
-        found = await find_outputs(outcome.entry.outputs, self.dirs, digest=digest)
+        found = await locate(outcome.entry, self.dirs, self.client, digest=digest, kept=kept)
         if found.missing:
             # ComfyUI served the outputs from its cache (or an earlier run) but the files
-            # are gone. Drop the cache and run it again, under the same prompt_id so that a
-            # retry of this task still finds it.
+            # are gone, from ComfyUI too. Drop the cache and run it again, under the same
+            # prompt_id so that a retry of this task still finds it.
             observer.note(
                 pid,
                 f"{describe_files(found.missing)} no longer exist; clearing ComfyUI's cache "
@@ -196,15 +181,11 @@ class Executor:
             outcome = await self._submit_and_wait(job, pid, observer)
             observer.completed(pid, outcome.entry, reused=False)
             raise_for_outcome(outcome.entry)
-            found = await find_outputs(outcome.entry.outputs, self.dirs, digest=digest)
+            found = await locate(outcome.entry, self.dirs, self.client, digest=digest, kept=kept)
             if found.missing:
-                raise OutputMissingError(
-                    f"ComfyUI reported {describe_files(found.missing)}, which do not exist "
-                    "even after it ran the prompt again with its cache cleared; is "
-                    f"{folder_variables(found.missing)} the folder ComfyUI writes to?",
-                    prompt_id=pid,
-                    missing=[f.path for f in found.missing],
-                )
+                raise still_missing(pid, found.missing)
+        if found.kept:
+            observer.note(pid, f"{len(found.kept)} output file(s) were stored, then removed")
         observer.note(
             pid, f"finished with {len(found.files)} file(s) and {len(found.texts)} text(s)"
         )
@@ -216,6 +197,8 @@ class Executor:
             node_errors=outcome.node_errors,
             reused=outcome.reused,
             digests=found.digests,
+            kept=found.kept,
+            prompt=outcome.entry.prompt,
         )
 
     async def _resume(self, job: _Submittable, pid: str, observer: JobObserver) -> _Outcome | None:

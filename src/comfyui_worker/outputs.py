@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any
+from typing import Any, Protocol
 
 from .exceptions import UnsafeOutputPathError
 from .streams import file_digest
@@ -89,12 +89,23 @@ class FileDigest:
 @dataclass(frozen=True, slots=True)
 class FoundOutputs:
     """A history entry's outputs, which of its files are not on disk and, when asked for,
-    the others' size and sha256 by path."""
+    the others' size and sha256 by path. `kept`: paths of files not on disk that the
+    caller holds elsewhere (`KeptFiles`), which are not `missing`."""
 
     files: list[OutputFile]
     texts: list[OutputText]
     missing: list[OutputFile]
     digests: dict[str, FileDigest]
+    kept: frozenset[str] = frozenset()
+
+
+class KeptFiles(Protocol):
+    """Output files the caller delivered elsewhere and then removed from ComfyUI's folders,
+    which ComfyUI's cache may still point at (store mode with COMFYUI_CLEANUP=outputs)."""
+
+    def holds(self, file: OutputFile, prompt: dict[str, Any] | None) -> bool:
+        """Whether the caller can deliver `file`, as `prompt` made it, without it on disk."""
+        ...
 
 
 async def find_outputs(
@@ -128,9 +139,15 @@ def describe_files(files: list[OutputFile]) -> str:
     return f"{len(files)} output file(s) {shown}{more}"
 
 
+def folder_variable(item_type: str) -> str:
+    """The setting that says where ComfyUI's folder of this type (output, temp, input) is
+    mounted."""
+    return f"COMFYUI_{item_type.upper()}_DIR"
+
+
 def folder_variables(files: list[OutputFile]) -> str:
     """The settings that say where these files' folders are mounted."""
-    return " / ".join(sorted({f"COMFYUI_{f.type.upper()}_DIR" for f in files}))
+    return " / ".join(sorted({folder_variable(f.type) for f in files}))
 
 
 def _resolve(node_id: str, key: str, item: dict[str, Any], dirs: OutputDirs) -> OutputFile:

@@ -27,6 +27,10 @@ class JobResult:
     reused: bool = False
     # Size and sha256 by path, when the run was asked to read them (`digest_files`).
     digests: dict[str, FileDigest] = field(default_factory=dict)
+    # Paths of files not on disk that the caller holds elsewhere (`Executor.run`'s `kept`).
+    kept: frozenset[str] = frozenset()
+    # The graph ComfyUI ran for these outputs, when its history entry says.
+    prompt: dict[str, Any] | None = None
 
     @property
     def outputs(self) -> list[str]:

@@ -1,6 +1,7 @@
 """One job from envelope to result: the path shared by `run-comfyui-job` and the CLI.
 
-    envelope -> template binding -> input upload -> Executor.run -> delivery -> result
+    envelope -> template binding -> Executor.run(inputs fetched and uploaded before the
+    slot; the prompt pointed at them if it is submitted) -> delivery -> result
 
 `Executor.run` stays the one way a workflow runs; media (inputs, delivery, the object store)
 wraps around it here, so execution never learns about files outside ComfyUI's folders.
@@ -14,7 +15,6 @@ from typing import Any
 
 from .comfyui.client import ComfyUIClient
 from .comfyui.models import PromptTag
-from .constants import OutputMode
 from .exceptions import (
     ExecutionError,
     ExecutionInterrupted,
@@ -28,17 +28,17 @@ from .exceptions import (
 )
 from .execution import Executor, JobObserver
 from .job import InputSource, Job, TemplateBinder
-from .media.delivery import Delivery, OutputRequest, remove_files
-from .media.inputs import InputUploader, UploadedInput, check_references, upload_name
+from .media.delivery import Delivery, remove_files
+from .media.inputs import InputUploader, StagedInputs, UploadedInput
+from .media.naming import upload_name
 from .media.store import ObjectStores
-from .results import JobResult
 from .settings import Settings
 from .workflow import validate_workflow
 
 # After these the prompt no longer runs in ComfyUI, so its inputs can go. After any other
 # failure (ComfyUI unreachable, shutdown) it may still run, and a retry attaches to it.
-# An input error inside Executor.run comes from preparing a submission, so no prompt of this
-# job runs: the inputs uploaded before the bad one go (a retry uploads them again).
+# An input error raised means no prompt of this job runs (one that may is waited for instead,
+# `InputUploader.stage`): the inputs uploaded before the bad one go (a retry uploads them again).
 PROMPT_ENDED = (
     InputError,
     InvalidWorkflowError,
@@ -101,38 +101,63 @@ async def run_job(
     else:
         assert job.workflow is not None  # the envelope guarantees one of the two
         workflow = job.workflow
-    # Refuse a broken graph or a misnamed input before waiting for a slot.
+    # Refuse a broken graph before anything else; a misnamed input is refused by `stage`,
+    # before the slot too.
     validate_workflow(workflow, max_bytes=media.settings.max_workflow_bytes)
-    check_references(workflow, inputs)
-    uploaded: list[UploadedInput] = []
+    staged = StagedInputs()
 
-    async def upload_inputs(graph: dict[str, Any]) -> dict[str, Any]:
-        # Only when the prompt is submitted: a retry that attaches to or reuses its earlier
-        # prompt needs no input, and must not fail because a (presigned) URL has expired.
-        rewritten, done = await media.inputs.upload(graph, inputs, prompt_id=pid)
-        uploaded.extend(done)
-        observer.note(pid, f"uploaded {len(done)} input(s)")
-        return rewritten
+    async def earlier_prompt() -> bool:
+        return await _earlier_prompt(executor.client, pid)
+
+    async def stage() -> None:
+        # Before the slot, so before knowing whether an earlier attempt's prompt exists: a
+        # retry fetches its inputs again, and an input that fails then is held back while
+        # that prompt may still be attached to or reused.
+        resumable = prompt_id is not None
+        await media.inputs.stage(
+            staged,
+            workflow,
+            inputs,
+            prompt_id=pid,
+            may_resume=earlier_prompt if resumable else None,
+        )
+        observer.note(pid, f"uploaded {len(staged.uploaded)} input(s)")
+
+    async def prepare(graph: dict[str, Any]) -> dict[str, Any]:
+        return staged.prompt(graph)
 
     try:
         result = await executor.run(
             workflow,
             prompt_id=pid,
             observer=observer,
-            prepare=upload_inputs if inputs else None,
+            before_slot=stage if inputs else None,
+            prepare=prepare if inputs else None,
             digest_files=request.digests_in_run,
+            kept=media.delivery.kept_for(request),
             tag=tag,
         )
     except PROMPT_ENDED:
-        await _cleanup_inputs(media.settings, pid, inputs, uploaded)
+        await _cleanup_inputs(media.settings, pid, inputs, staged.uploaded)
         raise
-    await _cleanup_inputs(media.settings, pid, inputs, uploaded)
-    out = await _deliver(media, result, request)
-    if uploaded:
-        out["inputs"] = {u.name: u.as_dict() for u in uploaded}
+    await _cleanup_inputs(media.settings, pid, inputs, staged.uploaded)
+    out = await media.delivery.deliver(result, request)
+    # A prompt attached to or reused ran on what the earlier attempt uploaded.
+    if not result.reused and staged.uploaded:
+        out["inputs"] = {u.name: u.as_dict() for u in staged.uploaded}
     if params is not None:
         out["params"] = params
     return out
+
+
+async def _earlier_prompt(client: ComfyUIClient, pid: str) -> bool:
+    """Whether an earlier attempt's prompt is queued, running or finished well: one that
+    `Executor.run` may attach to or reuse (it decides; this only says whether a job can do
+    without an input that failed)."""
+    if (await client.queue()).position(pid) is not None:
+        return True
+    entry = await client.history(pid)
+    return entry is not None and entry.succeeded
 
 
 async def run_workflow(
@@ -151,17 +176,10 @@ async def run_workflow(
         prompt_id=prompt_id,
         observer=observer,
         digest_files=request.digests_in_run,
+        kept=media.delivery.kept_for(request),
         tag=tag,
     )
-    return await _deliver(media, result, request)
-
-
-async def _deliver(media: Media, result: JobResult, request: OutputRequest) -> dict[str, Any]:
-    out = await media.delivery.deliver(result, request)
-    # Only once every file is in the store: until then the local copy is the only one.
-    if media.settings.cleanup.outputs and request.mode is OutputMode.STORE:
-        await remove_files([Path(f.path) for f in result.files])
-    return out
+    return await media.delivery.deliver(result, request)
 
 
 async def _cleanup_inputs(

@@ -223,6 +223,12 @@ class Settings(BaseSettings):
     input_timeout: float = Field(
         default=60.0, gt=0, description="Seconds to fetch one input (URL or object store)"
     )
+    max_input_downloads: int = Field(
+        default=4,
+        ge=1,
+        description="Input files fetched and uploaded to ComfyUI at once by this process; "
+        "outside the in-flight slots, so a slow download never keeps ComfyUI idle",
+    )
     input_allow_private_urls: bool = Field(
         default=False,
         description="Allow input URLs on private, loopback and link-local addresses",

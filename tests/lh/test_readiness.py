@@ -14,7 +14,7 @@ import pytest
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.cli import main
 from comfyui_worker.constants import TASK_NAME
-from comfyui_worker.exceptions import InvalidWorkflowError
+from comfyui_worker.exceptions import ConfigurationError, InvalidWorkflowError
 from comfyui_worker.lh.readiness import ComfyUIReadiness
 from comfyui_worker.lh.worker import serve
 from comfyui_worker.observability.metrics import REGISTRY
@@ -106,7 +106,8 @@ async def test_warmup_runs_before_the_first_claim_and_after_a_comfyui_restart(
         output = await stop_process(proc)
     assert "warmup workflow" in output and "failed" in output and "retrying in" in output
     assert output.count("warmup done in") == 2
-    # Order: warmup done before the first task was claimed.
+    # Order: folders checked, warmup done, then the first task claimed.
+    assert output.index("is ComfyUI's temp folder (checked)") < output.index("warmup done in")
     assert output.index("warmup done in") < output.index("claiming tasks")
 
 
@@ -192,3 +193,22 @@ async def test_the_readiness_check_publishes_comfyui_s_queue_depth(
         finally:
             watching.cancel()
             await asyncio.gather(watching, return_exceptions=True)
+
+
+@pytest.mark.parametrize("folder", ["output", "temp"])
+async def test_serve_stops_before_any_claim_when_a_folder_is_not_comfyuis(
+    fake: FakeLittleHorse, comfyui_mock: MockHandle, folder: str
+) -> None:
+    """ComfyUI's `--temp-directory X` keeps its files in X/temp: the setting X (or the
+    base folder for output) is found at start, not at the first job with a preview."""
+    theirs = getattr(comfyui_mock, f"{folder}_dir")
+    settings = settings_for(comfyui_mock, worker_health_port=0, **{f"{folder}_dir": theirs.parent})
+    fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW})
+    with pytest.raises(ConfigurationError) as info:
+        async with asyncio.timeout(10):
+            await serve(settings, fake.config())
+    message = str(info.value)
+    variable = f"COMFYUI_{folder.upper()}_DIR"
+    assert f"{variable}={theirs.parent} is not ComfyUI's {folder} folder" in message
+    assert f"set {variable}={theirs}" in message
+    assert fake.handed_out == 0

@@ -7,13 +7,13 @@ import base64
 import hashlib
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from job_stack import PNG, Stack, b64, history_prompt, workflow
 
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.constants import JobStatus, OutputMode
@@ -23,56 +23,13 @@ from comfyui_worker.exceptions import (
     OutputTooLargeError,
     UnknownTemplateError,
 )
-from comfyui_worker.execution import Executor, JobResult
-from comfyui_worker.job import InputSource, parse_job
+from comfyui_worker.execution import JobResult
+from comfyui_worker.job import InputSource
 from comfyui_worker.media.delivery import OutputRequest
 from comfyui_worker.outputs import OutputFile
-from comfyui_worker.runner import Media, run_job, run_workflow
-from comfyui_worker.settings import Settings
+from comfyui_worker.runner import run_workflow
 from http_files import FileServer
-from mock_settings import settings_for
 from s3_server import S3
-
-PNG = b"\x89PNG\r\n\x1a\n" + b"photo-bytes" * 100
-
-
-def workflow(image: str = "photo.png") -> dict[str, Any]:
-    return {
-        "1": {"class_type": "LoadImage", "inputs": {"image": image}},
-        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
-        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "job"}},
-    }
-
-
-@dataclass
-class Stack:
-    settings: Settings
-    executor: Executor
-    media: Media
-
-    async def run(self, job: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        return await run_job(parse_job(job), executor=self.executor, media=self.media, **kwargs)
-
-
-@pytest.fixture
-async def make_stack(comfyui_mock: MockHandle) -> AsyncIterator[Any]:
-    made: list[Stack] = []
-
-    def make(**overrides: Any) -> Stack:
-        settings = settings_for(comfyui_mock, **{"input_allow_private_urls": True, **overrides})
-        executor = Executor(settings)
-        stack = Stack(settings, executor, Media(settings, executor.client))
-        made.append(stack)
-        return stack
-
-    yield make
-    for stack in made:
-        await stack.media.aclose()
-        await stack.executor.aclose()
-
-
-def b64(data: bytes) -> dict[str, str]:
-    return {"base64": base64.b64encode(data).decode()}
 
 
 async def test_store_mode_uploads_outputs_under_deterministic_keys(
@@ -150,7 +107,7 @@ async def test_two_jobs_with_the_same_input_name_see_their_own_bytes(
     assert names[0] != names[1]
     assert [(comfyui_mock.input_dir / n).read_bytes() for n in names] == [a, b]
     for result, name in zip(results, names, strict=True):
-        entry = await _history_prompt(comfyui_mock, result["prompt_id"])
+        entry = await history_prompt(comfyui_mock, result["prompt_id"])
         assert entry["1"]["inputs"]["image"] == name
 
 
@@ -171,15 +128,51 @@ async def test_inputs_whose_names_reduce_alike_keep_their_own_bytes(
     assert len(set(uploaded.values())) == len(names)
     for name in names:
         assert (comfyui_mock.input_dir / uploaded[name]).read_bytes() == data[name], name
-    prompt = await _history_prompt(comfyui_mock, result["prompt_id"])
+    prompt = await history_prompt(comfyui_mock, result["prompt_id"])
     assert {prompt[str(i)]["inputs"]["image"] for i in range(1, 5)} == set(uploaded.values())
 
 
-async def _history_prompt(mock: MockHandle, prompt_id: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=mock.url) as http:
-        history = (await http.get(f"/history/{prompt_id}")).json()
-    prompt: dict[str, Any] = history[prompt_id]["prompt"][2]
-    return prompt
+async def test_a_long_input_name_is_uploaded_under_a_short_one(
+    make_stack: Any, comfyui_mock: MockHandle
+) -> None:
+    """`<prompt_id>-<name>` past 255 bytes is a name no file system takes: ComfyUI would
+    answer 500 to every attempt."""
+    name = "p" * 226 + ".png"
+    pid = str(uuid.uuid4())
+    job = {"workflow": workflow(name), "inputs": {name: b64(PNG)}}
+    result = await make_stack().run(job, prompt_id=pid)
+    uploaded = result["inputs"][name]["uploaded"]
+    assert len(uploaded.encode()) <= 255 and uploaded.startswith(f"{pid}-")
+    assert uploaded.endswith(".png") and (comfyui_mock.input_dir / uploaded).read_bytes() == PNG
+    assert (await history_prompt(comfyui_mock, pid))["1"]["inputs"]["image"] == uploaded
+
+
+async def test_an_upload_comfyui_refuses_is_not_retried(
+    make_stack: Any, comfyui_mock: MockHandle
+) -> None:
+    comfyui_mock.fail_http(count=5, path="/upload/image", status=400)
+    with pytest.raises(InvalidInputError) as err:
+        await make_stack().run({"workflow": workflow(), "inputs": {"photo.png": b64(PNG)}})
+    assert err.value.rule == "upload-refused" and "HTTP 400" in str(err.value)
+    assert comfyui_mock.request_count("/upload/image", "POST") == 1
+
+
+async def test_only_file_inputs_that_name_an_input_are_rewritten(
+    make_stack: Any, comfyui_mock: MockHandle
+) -> None:
+    """A free-text parameter that happens to equal an input's name (here the output
+    prefix) is no reference to the input and keeps its value."""
+    wf = workflow()
+    wf["3"]["inputs"]["filename_prefix"] = "photo.png"
+    pid = str(uuid.uuid4())
+    result = await make_stack().run(
+        {"workflow": wf, "inputs": {"photo.png": b64(PNG)}}, prompt_id=pid
+    )
+    ran = await history_prompt(comfyui_mock, pid)
+    assert ran["1"]["inputs"]["image"] == f"{pid}-photo.png"
+    assert ran["3"]["inputs"]["filename_prefix"] == "photo.png"
+    assert result["inputs"]["photo.png"]["nodes"] == ["1"]
+    assert Path(result["outputs"][0]).name.startswith("photo.png_")
 
 
 async def test_url_input_from_a_loopback_server(
@@ -312,11 +305,14 @@ async def test_cleanup_removes_inputs_and_stored_outputs(
     assert not Path(entry["path"]).exists()
     stored = s3.get(entry["uri"].split("/", 3)[3])
     assert hashlib.sha256(stored).hexdigest() == entry["sha256"]
-    # A retry of the TaskRun (its report was lost): the files are gone, so the prompt runs
-    # again and its outputs overwrite the same keys.
+    # A retry of the TaskRun (its report was lost): the files are gone, but their objects
+    # are in the store, so nothing runs again and nothing flushes ComfyUI's cache.
     again = await stack.run(job, prompt_id=pid)
     assert again["files"][0]["uri"] == entry["uri"]
+    assert again["files"][0]["sha256"] == entry["sha256"]
     assert s3.keys() == [entry["uri"].split("/", 3)[3]]
+    assert comfyui_mock.executions(pid) == 1
+    assert comfyui_mock.request_count("/free", "POST") == 0
 
 
 @dataclass
@@ -379,15 +375,16 @@ async def test_a_template_job_with_an_image_parameter(
     assert result["status"] == "success" and result["params"]["blur"] == 3
     (uploaded,) = result["inputs"].values()
     assert (comfyui_mock.input_dir / uploaded["uploaded"]).read_bytes() == PNG
-    prompt = await _history_prompt(comfyui_mock, result["prompt_id"])
+    prompt = await history_prompt(comfyui_mock, result["prompt_id"])
     assert prompt["1"]["inputs"]["image"] == uploaded["uploaded"]
 
 
-async def test_a_retry_that_reuses_its_prompt_fetches_no_input(
+async def test_a_retry_that_reuses_its_prompt_survives_an_expired_input_url(
     make_stack: Any, file_server: FileServer, comfyui_mock: MockHandle
 ) -> None:
-    """A retry after the prompt finished must not need the inputs again: a presigned input URL
-    has often expired by then, and its 404 would fail a job whose work is already done."""
+    """Inputs are fetched before the slot, so before the retry knows its prompt finished: a
+    presigned input URL has often expired by then, and its 404 must not fail a job whose work
+    is already done."""
     file_server.files["p.png"] = PNG
     stack = make_stack()
     job = {"workflow": workflow(), "inputs": {"photo.png": {"url": file_server.file_url("p.png")}}}
@@ -398,12 +395,12 @@ async def test_a_retry_that_reuses_its_prompt_fetches_no_input(
     del file_server.files["p.png"]  # the URL has expired
     again = await stack.run(job, prompt_id=pid)
     assert again["reused"] is True and again["outputs"] == first["outputs"]
-    assert "inputs" not in again  # nothing was uploaded by this attempt
-    assert file_server.requests == ["/files/p.png"]
+    assert "inputs" not in again  # the prompt ran on what the first attempt uploaded
+    assert file_server.requests == ["/files/p.png"] * 2  # the retry tried, got a 404
     assert comfyui_mock.executions(pid) == 1
 
 
-async def test_a_retry_that_attaches_to_its_running_prompt_fetches_no_input(
+async def test_a_retry_that_attaches_to_its_running_prompt_survives_an_expired_input_url(
     make_stack: Any, file_server: FileServer, comfyui_mock: MockHandle
 ) -> None:
     file_server.files["p.png"] = PNG
@@ -416,8 +413,36 @@ async def test_a_retry_that_attaches_to_its_running_prompt_fetches_no_input(
     del file_server.files["p.png"]
     again = await stack.run(job, prompt_id=pid)
     assert again["reused"] is True and len(again["outputs"]) == 1
-    assert file_server.requests == ["/files/p.png"]
+    assert file_server.requests == ["/files/p.png"] * 2
     assert comfyui_mock.executions(pid) == 1
+
+
+async def test_an_input_url_that_fails_with_no_earlier_prompt_fails_at_once(
+    make_stack: Any, file_server: FileServer, comfyui_mock: MockHandle
+) -> None:
+    job = {"workflow": workflow(), "inputs": {"photo.png": {"url": file_server.file_url("x")}}}
+    with pytest.raises(InvalidInputError) as err:
+        await make_stack().run(job, prompt_id=str(uuid.uuid4()))
+    assert err.value.rule == "url-status" and "HTTP 404" in str(err.value)
+    assert comfyui_mock.request_count("/prompt", "POST") == 0
+
+
+async def test_a_retry_uploading_while_its_earlier_prompt_runs_leaves_the_file_alone(
+    make_stack: Any, comfyui_mock: MockHandle
+) -> None:
+    """The retry uploads its inputs before it finds its earlier attempt's prompt running: the
+    same bytes must not rewrite the file that prompt may be reading."""
+    stack = make_stack()
+    comfyui_mock.set_job_delay(1.0)
+    job = {"workflow": workflow(), "inputs": {"photo.png": b64(PNG)}}
+    pid = str(uuid.uuid4())
+    await _cancel_while_running(stack, job, pid, comfyui_mock)
+    uploaded = comfyui_mock.input_dir / f"{pid}-photo.png"
+    before = uploaded.stat()
+    again = await stack.run(job, prompt_id=pid)
+    assert again["reused"] is True and comfyui_mock.executions(pid) == 1
+    after = uploaded.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
 
 async def test_a_retry_that_attaches_removes_the_inputs_the_earlier_attempt_uploaded(

@@ -31,8 +31,10 @@ from websockets.asyncio.server import ServerConnection
 from comfyui_worker.exceptions import (
     ExecutionError,
     ExecutionInterrupted,
+    FolderMappingError,
     InvalidWorkflowError,
     JobTimeoutError,
+    OutputMissingError,
     PromptLostError,
     UnsafeOutputPathError,
 )
@@ -146,6 +148,30 @@ async def test_unsafe_history_filename_is_rejected(tmp_path: Path, httpx_mock: H
     )
     with pytest.raises(UnsafeOutputPathError, match="node 9"):
         await run(settings_for(tmp_path, URL), prompt_id=PID)
+
+
+async def test_files_comfyui_no_longer_has_are_made_again_then_fail_naming_them(
+    tmp_path: Path, httpx_mock: HTTPXMock, capture: Any
+) -> None:
+    # The entry points at a file that is not on disk, and ComfyUI's /view has it neither
+    # (something removes its files): not a folder setting, so the prompt runs once more.
+    entry = history_with(capture("01_empty_image_save")["history_after"]["body"])
+    nothing_earlier(httpx_mock, URL)
+    httpx_mock.add_response(url=re.compile(rf"{URL}/view\?.*"), status_code=404, is_reusable=True)
+    httpx_mock.add_response(method="POST", url=f"{URL}/free")
+    for _ in range(2):
+        expect_submit(httpx_mock, URL)
+        httpx_mock.add_response(url=f"{URL}/queue", json=EMPTY_QUEUE)
+        expect_history(httpx_mock, URL, entry)
+    with pytest.raises(OutputMissingError) as info:
+        await run(settings_for(tmp_path, URL), prompt_id=PID)
+    assert not isinstance(info.value, FolderMappingError)
+    assert "even after it ran the prompt again" in str(info.value)
+    assert "ComfyUI does not have them either" in str(info.value)
+    assert len(httpx_mock.get_requests(method="POST", url=f"{URL}/free")) == 1
+    views = httpx_mock.get_requests(url=re.compile(rf"{URL}/view\?.*"))
+    assert len(views) == 2 and views[0].url.params["filename"] == "s01_00001_.png"
+    assert (views[0].url.params["subfolder"], views[0].url.params["type"]) == ("peer", "output")
 
 
 async def test_invalid_workflow_never_reaches_comfyui(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import json
 import logging
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +21,6 @@ import httpx
 from ..exceptions import ComfyUIError, ProtocolError, ServerError, TransportError
 from ..observability import metrics
 from ..settings import Settings
-from ..streams import HashingReader
 from .models import (
     HistoryEntry,
     QueueState,
@@ -32,6 +31,7 @@ from .models import (
     parse_submit,
     parse_validation_error,
 )
+from .uploads import UploadResult, multipart
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -199,20 +199,28 @@ class ComfyUIClient:
 
     # -- files ---------------------------------------------------------------------------
 
-    async def upload_image(self, path: Path, filename: str) -> UploadResult:
-        """POST /upload/image: `path`'s bytes into the input folder as `filename`.
+    async def upload_image(
+        self,
+        path: Path,
+        filename: str,
+        *,
+        folder: str = "input",
+        subfolder: str = "",
+        overwrite: bool = False,
+    ) -> UploadResult:
+        """POST /upload/image: `path`'s bytes into ComfyUI's `folder` (input, temp, output).
 
-        With overwrite, the name we ask for is the name we get (ComfyUI would otherwise pick
-        "name (1).png" when different bytes are there). The body streams from disk.
+        Without overwrite ComfyUI leaves a file of that name and the same bytes as it is and
+        answers its name, and gives other bytes another name ("name (1).png"), so a file a
+        running prompt may be reading is never rewritten under it. The body streams from disk.
         """
+        fields = {"type": folder, "subfolder": subfolder, "overwrite": str(overwrite).lower()}
 
         async def attempt(_: int) -> UploadResult:
             boundary = uuid.uuid4().hex
             response = await self._http.post(
                 "/upload/image",
-                content=_multipart(
-                    boundary, path, filename, {"type": "input", "overwrite": "true"}
-                ),
+                content=multipart(boundary, path, filename, fields),
                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
             )
             _raise_for_status(response)
@@ -225,6 +233,22 @@ class ComfyUIClient:
             )
 
         return await self._with_retries("POST /upload/image", attempt)
+
+    async def serves(self, filename: str, subfolder: str, folder: str) -> bool:
+        """Whether ComfyUI has this file in its `folder`: `GET /view` answers 200 (the body
+        is not read). 400 and 403 (a name it refuses) count as not."""
+        params = {"filename": filename, "subfolder": subfolder, "type": folder}
+
+        async def attempt(_: int) -> bool:
+            async with self._http.stream("GET", "/view", params=params) as response:
+                if response.status_code in (400, 403, 404):
+                    return False
+                if response.status_code >= 300:
+                    await response.aread()
+                    _raise_for_status(response)
+                return True
+
+        return await self._with_retries("GET /view", attempt)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -270,40 +294,6 @@ class ComfyUIClient:
             log.warning("%s failed (%s); retry %d/%d in %.2fs", what, error, n + 1, retries, delay)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
-
-
-@dataclass(frozen=True, slots=True)
-class UploadResult:
-    name: str
-    subfolder: str
-    type: str
-
-    @property
-    def annotated(self) -> str:
-        """How a loader node refers to the file: "subfolder/name" or just "name"."""
-        return f"{self.subfolder}/{self.name}" if self.subfolder else self.name
-
-
-async def _multipart(
-    boundary: str, path: Path, filename: str, fields: dict[str, str]
-) -> AsyncIterator[bytes]:
-    """multipart/form-data with the file as `image`, read in chunks off the event loop."""
-    for name, value in fields.items():
-        yield (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
-        ).encode()
-    quoted = filename.replace("\\", "\\\\").replace('"', '\\"')
-    yield (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{quoted}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    reader = HashingReader(path)
-    try:
-        async for chunk in reader:
-            yield chunk
-    finally:
-        await reader.aclose()
-    yield f"\r\n--{boundary}--\r\n".encode()
 
 
 def _raise_for_status(response: httpx.Response) -> None:

@@ -117,6 +117,8 @@ class HistoryEntry:
     client_id: str | None = None
     outputs_to_execute: tuple[str, ...] | None = None
     tag: PromptTag | None = None
+    # The graph ComfyUI ran (as submitted, inputs renamed), None when the entry lacks it.
+    prompt: dict[str, Any] | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -276,6 +278,7 @@ def parse_history(body: Any, prompt_id: str) -> HistoryEntry | None:
         client_id=_client_id(prompt),
         tag=_tag(prompt),
         outputs_to_execute=None if to_execute is None else tuple(str(o) for o in to_execute),
+        prompt=prompt[2] if len(prompt) > 2 and isinstance(prompt[2], dict) else None,
         # Old servers wrote entries without status; an entry exists only once the run ended.
         status_str=str(status.get("status_str", "success")),
         completed=bool(status.get("completed", True)),

@@ -3,9 +3,12 @@
 A worker that claims tasks while its ComfyUI is down fails each of them in seconds and burns
 the WfSpec's retry budget, while a healthy sidecar could have run them. So the worker claims
 nothing until ComfyUI answers, stops claiming when it stops answering, and resumes within a
-second or so of it answering again. With `COMFYUI_WARMUP_WORKFLOW`, that workflow runs first
-(at start and after each outage, since a restarted ComfyUI has unloaded its models), so the
-first real task does not pay for loading them.
+second or so of it answering again. Each time ComfyUI comes to answer, the worker first checks
+that COMFYUI_OUTPUT_DIR and COMFYUI_TEMP_DIR are ComfyUI's folders (`folders.check_folders`):
+a wrong one stops `serve` with an error naming it, before any task is claimed. With
+`COMFYUI_WARMUP_WORKFLOW`, that workflow runs next (at start and after each outage, since a
+restarted ComfyUI has unloaded its models), so the first real task does not pay for loading
+them.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..exceptions import ComfyUIWorkerError
+from ..exceptions import ComfyUIError, ComfyUIWorkerError
 from ..execution import Executor
+from ..folders import check_folders
 from ..observability import metrics
 from ..workflow import load_workflow_file
 from .errors import business_name
@@ -60,6 +64,7 @@ class ComfyUIReadiness:
         while True:
             answers = await self._answers()
             if answers and not self.ready:
+                await self._check_folders()
                 if self._warmup is not None and not await self._warm_up():
                     continue  # ComfyUI went away during the warmup
                 log.info(
@@ -97,6 +102,15 @@ class ComfyUIReadiness:
         if remaining is not None:
             metrics.COMFYUI_QUEUE.set(remaining)
         return remaining is not None
+
+    async def _check_folders(self) -> None:
+        """Raises ConfigurationError for a folder setting that is wrong; a ComfyUI that does
+        not take the check's file leaves the settings unchecked (logged), not the worker
+        stopped."""
+        try:
+            await check_folders(self._executor.client, self._executor.dirs)
+        except ComfyUIError as exc:
+            log.warning("could not check where ComfyUI's folders are mounted here: %s", exc)
 
     async def _warm_up(self) -> bool:
         """Run the warmup workflow until it succeeds, or fails for good (logged; claims then

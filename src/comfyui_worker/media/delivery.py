@@ -2,7 +2,9 @@
 
 Store keys are `<prefix>/<prompt_id>/<node_id>/<filename>`: the same for every attempt of one
 TaskRun, so a retry overwrites what an earlier attempt uploaded, and a retry that reuses a
-finished prompt delivers its outputs again. A job succeeds only once every file is stored.
+finished prompt delivers its outputs again. A job succeeds only once every file is stored;
+then COMFYUI_CLEANUP=outputs removes the files, remembering where each went (`kept`), so a
+repeat that ComfyUI serves from its cache is delivered by copying the stored objects.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from ..constants import OutputMode
-from ..exceptions import InvalidJobError, OutputError, OutputTooLargeError
+from ..exceptions import InvalidJobError, OutputError, OutputStoreError, OutputTooLargeError
 from ..outputs import FileDigest, OutputFile
 from ..results import JobResult
 from ..settings import Settings
 from ..streams import file_digest
+from .kept import KeptObject, KeptOutputs
 from .manifest import DeliveredFile, mime_of
 from .store import Location, ObjectStores
 
@@ -50,6 +53,12 @@ class Delivery:
         self.settings = settings
         self.stores = stores
         self.store_root = Location.parse(settings.output_store) if settings.output_store else None
+        self.kept = KeptOutputs()
+
+    def kept_for(self, request: OutputRequest) -> KeptOutputs | None:
+        """What `Executor.run` may take as delivered without the file on disk: only store
+        mode can deliver a removed file again (path and base64 need its bytes here)."""
+        return self.kept if request.mode is OutputMode.STORE else None
 
     def request(self, mode: OutputMode | None, presign_seconds: int | None) -> OutputRequest:
         """The job's choices with the deployment's defaults; refuses what cannot be done."""
@@ -71,8 +80,12 @@ class Delivery:
             keys = self.keys_for(result.prompt_id, result.files)
             files = [
                 await self.store_file(f, result.prompt_id, request, where=where)
+                if f.path not in result.kept
+                else await self.copy_kept(f, result, request, where)
                 for f, where in zip(result.files, keys, strict=True)
             ]
+            if self.settings.cleanup.outputs:
+                await self.remove_stored(result, files)
         elif request.mode is OutputMode.BASE64:
             files = await self.inline(result.files)
         else:
@@ -125,6 +138,43 @@ class Delivery:
         return DeliveredFile.describe(
             file, size=stored.size, sha256=stored.sha256, uri=stored.uri, url=url
         )
+
+    async def copy_kept(
+        self, file: OutputFile, result: JobResult, request: OutputRequest, where: Location
+    ) -> DeliveredFile:
+        """A file this worker stored and removed, which ComfyUI's cache still points at: its
+        stored object copied to this job's key (or found there, on a retry of its job)."""
+        kept = self.kept.get(file, result.prompt)
+        if kept is None or not await self.stores.exists(Location.parse(kept.uri)):
+            self.kept.forget(file, result.prompt)
+            raise OutputStoreError(
+                f"node {file.node_id} output {file.filename!r} was removed from {file.path} "
+                f"after it was stored, and its stored copy is gone too; a retry runs the "
+                "prompt again",
+                bucket=where.bucket,
+            )
+        if (source := Location.parse(kept.uri)) != where:
+            await self.stores.copy(source, where)
+        url = (
+            await self.stores.presign(where, request.presign_seconds)
+            if request.presign_seconds
+            else None
+        )
+        log.info("prompt %s: %s (stored earlier) -> %s", result.prompt_id, kept.uri, where.uri())
+        return DeliveredFile.describe(
+            file, size=kept.size, sha256=kept.sha256, uri=where.uri(), url=url
+        )
+
+    async def remove_stored(self, result: JobResult, files: list[DeliveredFile]) -> None:
+        """COMFYUI_CLEANUP=outputs, once every file is in the store (until then the local
+        copy is the only one), remembering where each went for a repeat of the job."""
+        stored = [
+            (f.file, KeptObject(uri=f.uri, size=f.size, sha256=f.sha256))
+            for f in files
+            if f.uri is not None
+        ]
+        self.kept.remember(stored, result.prompt)
+        await remove_files([Path(f.file.path) for f in files])
 
     async def inline(self, files: list[OutputFile]) -> list[DeliveredFile]:
         sizes = [await _size(f) for f in files]

@@ -1,9 +1,15 @@
-"""Before submit: a job's input files into ComfyUI's input folder, the workflow pointed at them.
+"""Before the slot: a job's input files fetched and uploaded into ComfyUI's input folder.
 
 Each input is fetched to a temporary file (base64 decoded, URL downloaded, object read), then
-uploaded through `/upload/image` as `<prompt_id>-<name>`: unique to the job, and the same on
-every attempt of one TaskRun (a retry overwrites its own file instead of piling up copies).
-Every string input of every node equal to the input's name is rewritten to the uploaded name.
+uploaded through `/upload/image` under its `naming.upload_name`: unique to the job, and the
+same on every attempt of one TaskRun. A retry's identical upload leaves ComfyUI's file as it
+is (ComfyUI keeps a file of the same name and bytes), so a prompt of the earlier attempt that
+may be reading it is not disturbed. The node inputs that refer to each input
+(`naming.FileInputs`) are pointed at the uploaded name when the prompt is submitted.
+
+This happens before the job takes one of the in-flight slots, COMFYUI_MAX_INPUT_DOWNLOADS
+inputs at once in the process, so a slow download never keeps ComfyUI idle while a job that is
+ready waits; and so before the job knows whether an earlier attempt's prompt exists.
 """
 
 from __future__ import annotations
@@ -11,24 +17,26 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import copy
 import hashlib
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..comfyui.client import ComfyUIClient
-from ..exceptions import InvalidInputError
+from ..exceptions import InputError, InvalidInputError, ServerError
 from ..job import InputSource
 from ..settings import Settings
 from .fetch import UrlFetcher
+from .naming import FileInputs, Reference, rewrite, upload_name
 from .store import ObjectStores
 
 DATA_URL = re.compile(r"data:[^,;]*(;[^,;=]+=[^,;]*)*;base64,", re.IGNORECASE)
+# ComfyUI's answers to an upload that only another request could change.
+RETRYABLE_UPLOAD_STATUSES = (408, 429)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,108 +53,113 @@ class UploadedInput:
         return asdict(self) | {"nodes": list(self.nodes)}
 
 
-def upload_name(prompt_id: str, name: str) -> str:
-    """`<prompt_id>-<name>`, reduced to characters every filesystem and node accepts.
+@dataclass(slots=True)
+class StagedInputs:
+    """A job's inputs on their way into ComfyUI: what is uploaded so far (for cleanup after
+    an error) and an input error held back (`InputUploader.stage`)."""
 
-    A name that had to be reduced also carries a hash of itself: `a/photo.png` and
-    `b/photo.png` (or `photo 1.png` and `photo_1.png`) must not land on one file, where the
-    second upload would replace the first's bytes under both names.
-    """
-    base = re.split(r"[\\/]", name)[-1]
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", base).lstrip(".") or "input"
-    if safe != name:
-        safe = f"{hashlib.sha256(name.encode()).hexdigest()[:12]}-{safe}"
-    return f"{prompt_id}-{safe}"
+    references: dict[str, list[Reference]] = field(default_factory=dict)
+    uploaded: list[UploadedInput] = field(default_factory=list)
+    held: InputError | None = None
 
-
-def references(workflow: Mapping[str, Any], name: str) -> list[tuple[str, str]]:
-    """(node id, input name) of every string input equal to `name`."""
-    return [
-        (node_id, key)
-        for node_id, node in workflow.items()
-        if isinstance(node, dict) and isinstance(node.get("inputs"), dict)
-        for key, value in node["inputs"].items()
-        if value == name
-    ]
-
-
-def rewrite(workflow: dict[str, Any], renames: Mapping[str, str]) -> dict[str, Any]:
-    """A copy of `workflow` with every string input found in `renames` replaced."""
-    out = copy.deepcopy(workflow)
-    for node in out.values():
-        if isinstance(node, dict) and isinstance(node.get("inputs"), dict):
-            for key, value in node["inputs"].items():
-                if isinstance(value, str) and value in renames:
-                    node["inputs"][key] = renames[value]
-    return out
-
-
-def check_references(workflow: Mapping[str, Any], inputs: Mapping[str, object]) -> None:
-    """Refuse an input no node refers to: the caller misnamed it, and it would be ignored."""
-    for name in inputs:
-        if not references(workflow, name):
-            raise InvalidInputError(
-                f"no node of the workflow has an input equal to {name!r}; name the input "
-                "exactly as the loader node's value (e.g. LoadImage's image)",
-                input_name=name,
-                rule="unreferenced",
-            )
+    def prompt(self, workflow: dict[str, Any]) -> dict[str, Any]:
+        """The prompt to submit: `workflow` pointed at the uploaded inputs; raises the input
+        error held back, since a prompt that must be submitted needs every input."""
+        if self.held is not None:
+            raise self.held
+        return rewrite(
+            workflow, {ref: u.uploaded for u in self.uploaded for ref in self.references[u.name]}
+        )
 
 
 class InputUploader:
-    """Fetches inputs and uploads them to one ComfyUI server."""
+    """Fetches inputs and uploads them to one ComfyUI server; one per process."""
 
     def __init__(self, settings: Settings, client: ComfyUIClient, stores: ObjectStores) -> None:
         self.settings = settings
         self.client = client
         self.stores = stores
+        self.file_inputs = FileInputs(client)
         self.fetcher = UrlFetcher(
             max_bytes=settings.max_input_bytes,
             timeout=settings.input_timeout,
             guard=stores.guard,
         )
+        self._downloads = asyncio.Semaphore(settings.max_input_downloads)
 
     async def aclose(self) -> None:
         await self.fetcher.aclose()
 
-    async def upload(
-        self, workflow: dict[str, Any], inputs: Mapping[str, InputSource], *, prompt_id: str
-    ) -> tuple[dict[str, Any], list[UploadedInput]]:
-        """The workflow with inputs renamed, and what each input became.
+    async def stage(
+        self,
+        staged: StagedInputs,
+        workflow: dict[str, Any],
+        inputs: Mapping[str, InputSource],
+        *,
+        prompt_id: str,
+        may_resume: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
+        """Find the node inputs that refer to each input, then fetch and upload every input,
+        adding each to `staged` once it is in ComfyUI.
 
-        Raises InvalidInputError (never retried) or InputFetchError (retryable).
+        Raises InvalidInputError (never retried) or InputFetchError (retryable). A URL or
+        object input that fails while `may_resume()` says an earlier attempt's prompt may be
+        attached to or reused is held in `staged` instead: a presigned URL has often expired
+        by a retry, and must not fail work that is done.
         """
-        check_references(workflow, inputs)
-        uploaded: list[UploadedInput] = []
-        # One at a time: a job has few inputs, and it bounds disk and connections per job.
-        # The folder is made and removed off the event loop: it may hold a large download.
+        staged.references = await self.file_inputs.references(workflow, list(inputs))
+        # One input at a time per job bounds disk per job; the folder is made and removed
+        # off the event loop, as it may hold a large download.
         tmp = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="comfyui-inputs-"))
         try:
             for i, (name, source) in enumerate(inputs.items()):
-                uploaded.append(await self._one(workflow, name, source, prompt_id, tmp / str(i)))
+                try:
+                    refs = staged.references[name]
+                    staged.uploaded.append(
+                        await self._one(name, source, refs, prompt_id, tmp / str(i))
+                    )
+                except InputError as exc:
+                    # base64 is the same on every attempt: its error is final.
+                    if source.kind == "base64" or may_resume is None or not await may_resume():
+                        raise
+                    staged.held = exc
+                    return
         finally:
             await asyncio.to_thread(shutil.rmtree, tmp, ignore_errors=True)
-        return rewrite(workflow, {u.name: u.uploaded for u in uploaded}), uploaded
 
     async def _one(
         self,
-        workflow: dict[str, Any],
         name: str,
         source: InputSource,
+        refs: list[Reference],
         prompt_id: str,
         tmp: Path,
     ) -> UploadedInput:
-        size, sha256 = await self._fetch(name, source, tmp)
-        if size == 0:
-            raise InvalidInputError("is empty", input_name=name, rule="empty")
-        result = await self.client.upload_image(tmp, upload_name(prompt_id, name))
+        async with self._downloads:
+            size, sha256 = await self._fetch(name, source, tmp)
+            if size == 0:
+                raise InvalidInputError("is empty", input_name=name, rule="empty")
+            uploaded = await self._upload(name, tmp, upload_name(prompt_id, name))
         return UploadedInput(
             name=name,
-            uploaded=result.annotated,
+            uploaded=uploaded,
             size=size,
             sha256=sha256,
-            nodes=tuple(sorted({node for node, _ in references(workflow, name)})),
+            nodes=tuple(sorted({node for node, _ in refs})),
         )
+
+    async def _upload(self, name: str, path: Path, filename: str) -> str:
+        try:
+            return (await self.client.upload_image(path, filename)).annotated
+        except ServerError as exc:
+            if exc.status_code >= 500 or exc.status_code in RETRYABLE_UPLOAD_STATUSES:
+                raise
+            # The same upload would be refused again: not something to retry.
+            raise InvalidInputError(
+                f"ComfyUI refused its upload as {filename!r}: {exc}",
+                input_name=name,
+                rule="upload-refused",
+            ) from exc
 
     async def _fetch(self, name: str, source: InputSource, dest: Path) -> tuple[int, str]:
         if source.base64 is not None:

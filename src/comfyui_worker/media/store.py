@@ -143,6 +143,31 @@ class ObjectStores:
             e_tag=result.get("e_tag"),
         )
 
+    async def exists(self, where: Location) -> bool:
+        import obstore
+        from obstore.exceptions import NotFoundError
+
+        try:
+            await obstore.head_async(self.store(where.scheme, where.bucket), where.key)
+        except (NotFoundError, FileNotFoundError):
+            return False
+        except store_errors() as exc:
+            raise store_error(exc, where, "look-up") from exc
+        return True
+
+    async def copy(self, source: Location, where: Location) -> None:
+        """A copy inside the store (no bytes through this process); one bucket only."""
+        import obstore
+
+        if (source.scheme, source.bucket) != (where.scheme, where.bucket):
+            raise ValueError(f"cannot copy {source.uri()} to another bucket ({where.uri()})")
+        try:
+            await obstore.copy_async(
+                self.store(where.scheme, where.bucket), source.key, where.key, overwrite=True
+            )
+        except store_errors() as exc:
+            raise store_error(exc, where, "copy") from exc
+
     async def presign(self, where: Location, seconds: int) -> str:
         import obstore
         from obstore.store import AzureStore, GCSStore, S3Store

@@ -298,7 +298,7 @@ async def test_system_stats_object_info_and_health(client: ComfyUIClient) -> Non
 async def test_health_is_false_on_a_5xx_without_retrying(
     client: ComfyUIClient, comfyui_mock: MockHandle
 ) -> None:
-    comfyui_mock.fail_http(count=1, path="POST /prompt", status=502)
+    comfyui_mock.fail_http(count=1, path="GET /prompt", status=502)
     assert await client.check_health() is False
     assert comfyui_mock.request_count("/prompt", "GET") == 1
     assert await client.check_health() is True

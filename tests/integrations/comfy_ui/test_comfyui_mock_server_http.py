@@ -189,6 +189,20 @@ async def test_upload_rejections(comfy: Comfy) -> None:
     assert bogus.status_code == 500 and bogus.text == INTERNAL_ERROR
 
 
+async def test_a_name_over_255_bytes_fails_like_a_file_system_makes_comfyui_fail(
+    comfy: Comfy, comfyui_mock: MockHandle
+) -> None:
+    async def upload(name: str, **fields: str) -> int:
+        files = {"image": (name, PNG, "image/png")}
+        return (await comfy.http.post("/upload/image", files=files, data=fields)).status_code
+
+    assert await upload("n" * 251 + ".png") == 200
+    assert (comfyui_mock.input_dir / ("n" * 251 + ".png")).is_file()
+    assert await upload("n" * 252 + ".png") == 500
+    assert await upload("ü" * 128) == 500  # bytes count, not characters
+    assert await upload("ok.png", subfolder="s" * 256) == 500
+
+
 async def test_object_info_lists_the_catalogue(comfy: Comfy) -> None:
     everything = (await comfy.http.get("/object_info")).json()
     for name in ("EmptyImage", "LoadImage", "SaveImage", "PreviewAny", "VHS_VideoCombine"):

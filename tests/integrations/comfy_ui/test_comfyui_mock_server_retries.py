@@ -20,8 +20,10 @@ from mock_server_helpers import Comfy, chain_prompt, save_prompt
 
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.comfyui.client import ComfyUIClient
-from comfyui_worker.exceptions import JobTimeoutError, OutputMissingError
+from comfyui_worker.constants import ExceptionName
+from comfyui_worker.exceptions import ConfigurationError, JobTimeoutError, OutputMissingError
 from comfyui_worker.execution import JobObserver
+from comfyui_worker.lh.errors import business_name
 from mock_settings import executor_for, settings_for
 
 PID = "11111111-2222-3333-4444-555555555555"
@@ -92,7 +94,33 @@ async def test_cached_outputs_whose_files_are_gone_are_made_again(
     assert any("no longer exist; clearing ComfyUI's cache" in n for n in notes.notes)
 
 
-async def test_files_still_missing_after_a_rerun_fail_naming_them(
+def preview_prompt() -> dict[str, Any]:
+    prompt = save_prompt()
+    prompt["2"] = {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}
+    return prompt
+
+
+async def test_a_temp_folder_setting_one_level_up_is_reported_without_a_rerun(
+    comfyui_mock: MockHandle,
+) -> None:
+    """ComfyUI's `--temp-directory X` writes to X/temp: COMFYUI_TEMP_DIR=X hides every
+    preview, which ComfyUI still serves. No rerun can help, and none may flush its cache."""
+    parent = comfyui_mock.temp_dir.parent
+    async with executor_for(comfyui_mock, temp_dir=parent) as executor:
+        with pytest.raises(OutputMissingError) as info:
+            await executor.run(preview_prompt(), prompt_id=PID)
+    err = info.value
+    assert comfyui_mock.executions(PID) == 1
+    assert comfyui_mock.request_count("/free", "POST") == 0
+    assert f"set COMFYUI_TEMP_DIR={comfyui_mock.temp_dir}" in str(err)
+    assert "it serves them on /view" in str(err)
+    details = err.details()
+    assert (details["variable"], details["folder"]) == ("COMFYUI_TEMP_DIR", str(parent))
+    assert business_name(err) is ExceptionName.OUTPUT_MISSING
+    assert isinstance(err, ConfigurationError)
+
+
+async def test_an_output_folder_that_is_not_comfyuis_is_reported_without_a_rerun(
     comfyui_mock: MockHandle, tmp_path: Path
 ) -> None:
     # The worker looks in a folder ComfyUI does not write to (a volume not shared).
@@ -102,10 +130,10 @@ async def test_files_still_missing_after_a_rerun_fail_naming_them(
         with pytest.raises(OutputMissingError) as info:
             await executor.run(save_prompt("missing/x"), prompt_id=PID)
     err = info.value
-    assert err.missing == [str(elsewhere / "missing" / "x_00002_.jpg")]  # the rerun's file
-    assert "even after it ran the prompt again" in str(err) and "COMFYUI_OUTPUT_DIR" in str(err)
-    assert comfyui_mock.executions(PID) == 2
-    assert comfyui_mock.request_count("/free", "POST") == 1
+    assert err.missing == [str(elsewhere / "missing" / "x_00001_.jpg")]
+    assert "COMFYUI_OUTPUT_DIR is not ComfyUI's output folder" in str(err)
+    assert comfyui_mock.executions(PID) == 1
+    assert comfyui_mock.request_count("/free", "POST") == 0
 
 
 # -- 3: an earlier attempt's finished entry is not this submission -------------------------
