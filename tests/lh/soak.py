@@ -51,6 +51,7 @@ class Worker:
     log_path: Path
     proc: asyncio.subprocess.Process | None = None
     _log: IO[bytes] | None = None
+    _log_start: int = 0  # where this run's lines begin in the log file
 
     @property
     def client_id(self) -> str:
@@ -58,6 +59,7 @@ class Worker:
 
     async def start(self) -> None:
         self._log = self.log_path.open("ab")
+        self._log_start = self._log.tell()
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -68,6 +70,13 @@ class Worker:
             stdout=self._log,
             stderr=asyncio.subprocess.STDOUT,
         )
+
+    async def serving(self, timeout: float = 60) -> None:  # noqa: ASYNC109
+        """Wait until this run logged that it serves: its signal handlers are in place from
+        then on (a SIGTERM while it still imports ends it like any process, exit -15)."""
+        async with asyncio.timeout(timeout):
+            while b"serving '" not in self.log_path.read_bytes()[self._log_start :]:
+                await asyncio.sleep(0.1)
 
     async def stop(self, sig: signal.Signals, timeout: float) -> int:  # noqa: ASYNC109
         assert self.proc is not None and self._log is not None
@@ -149,6 +158,7 @@ class Cluster:
         """Signal a worker in the middle of a task: its ComfyUI is slowed down so that the
         task runs past the signal, sometimes finishing inside the grace, sometimes not."""
         worker = self.rng.choice(self.workers)
+        await worker.serving()
         mock = self.mocks[worker.mock]
         mock.set_job_delay(self.rng.choice([1.0, 1.0, SHUTDOWN_GRACE + 2.0]))
         try:
@@ -183,6 +193,8 @@ class Cluster:
 
     async def stop_all(self) -> None:
         for worker in self.workers:
+            # One restarted by the last fault may still be starting: its drain is the test.
+            await worker.serving()
             code = await worker.stop(signal.SIGTERM, SHUTDOWN_GRACE + 15)
             if code != 0:
                 self.bad_exits.append(f"{worker.client_id}: final SIGTERM -> exit {code}")
