@@ -185,7 +185,9 @@ async def serve(settings: Settings, config: LHConfig | None = None) -> None:
     templates = template_store(executor)
     tasks = task_functions(executor, media, templates)
     readiness = ComfyUIReadiness(executor)
-    supervisor = Supervisor(tasks, config, ready=lambda: readiness.ready)
+    supervisor = Supervisor(
+        tasks, config, ready=lambda: readiness.ready, ready_wait=settings.ready_wait
+    )
     readiness.on_change = supervisor.wake
     health = None
     try:
