@@ -103,8 +103,8 @@ class Admission:
             if remaining <= 0:
                 return (
                     f"not started: ComfyUI did not answer within COMFYUI_READY_WAIT "
-                    f"({self.ready_wait:g} s) of this task reaching the worker; reported as a "
-                    "retryable failure (nothing of it reached ComfyUI)"
+                    f"({self.ready_wait:g} s) while this task was ready to start; reported as "
+                    "a retryable failure (nothing of it reached ComfyUI)"
                 )
             changed = self._changed
             with contextlib.suppress(TimeoutError):
