@@ -34,8 +34,9 @@ JOB_TASK_DEF_NAME = "run-comfyui-job"
 
 # LittleHorse times a TaskRun out after 60 s unless told otherwise; a diffusion workflow on a
 # busy GPU queue easily takes minutes. Keep this above the worker's COMFYUI_JOB_DEADLINE
-# (default 1800 s, which already covers waiting for a slot and ComfyUI's queue), or the server
-# gives up on, and retries, a job the worker is still waiting on.
+# (default 1800 s, which already covers waiting for a slot and ComfyUI's queue) plus its
+# COMFYUI_READY_WAIT (default 60 s, how long a task claimed while ComfyUI does not answer waits
+# for it), or the server gives up on, and retries, a job the worker is still waiting on.
 TASK_TIMEOUT_SECONDS = 2100
 
 # Retries cover technical failures only (TASK_FAILED, timeouts: ComfyUI unreachable, worker

@@ -23,6 +23,10 @@ DEFAULT_MAX_RESULT_BYTES = 800_000
 """COMFYUI_MAX_RESULT_BYTES: well under LittleHorse's ~1,047,000-byte records, with room for
 the log output, and above COMFYUI_MAX_INLINE_BYTES so base64 mode's own check speaks first."""
 
+DEFAULT_READY_WAIT = 60.0
+"""COMFYUI_READY_WAIT: long enough for ComfyUI to restart (a crash, a rolling update), short
+against the task timeouts a WfSpec sets for ComfyUI (above COMFYUI_JOB_DEADLINE)."""
+
 DEFAULT_RETRYABLE_EXECUTION_ERRORS: tuple[str, ...] = (
     "torch.OutOfMemoryError",
     "torch.cuda.OutOfMemoryError",

@@ -23,6 +23,7 @@ from .bounds import MAX_RESULT_CEILING
 from .constants import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_RESULT_BYTES,
+    DEFAULT_READY_WAIT,
     DEFAULT_RETRYABLE_EXECUTION_ERRORS,
     TASK_NAMES,
     CleanupMode,
@@ -105,6 +106,12 @@ class Settings(BaseSettings):
         default=False,
         description="Interrupt prompts still running after the grace instead of leaving them "
         "for a retry to attach to",
+    )
+    ready_wait: float = Field(
+        default=DEFAULT_READY_WAIT,
+        ge=0,
+        description="Seconds a claimed task waits for ComfyUI to answer before it starts; past "
+        "that it fails retryably without starting",
     )
     warmup_workflow: Path | None = Field(
         default=None,

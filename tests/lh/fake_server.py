@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -197,6 +197,8 @@ class _PollStream:
     """Server-side state of one open PollTask stream."""
 
     pending: collections.deque[tuple[PollTaskRequest, float]]
+    # Tasks claimed for this stream's polls while handouts are held, not yet sent.
+    claimed: collections.deque[PollTaskResponse] = field(default_factory=collections.deque)
     task_def_name: str | None = None
     client_id: str | None = None
     closed: bool = False
@@ -284,6 +286,7 @@ class FakeLittleHorse:
         self._put_task_def_refusal: grpc.StatusCode | None = None
         self._handouts: list[Handout] = []
         self._timed_out: set[tuple[TaskRunKey, int]] = set()
+        self._holding_handouts = False
         # Streams opened before the current generation are ended with status OK.
         self._generation = 0
         self._restarts = 0
@@ -356,6 +359,21 @@ class FakeLittleHorse:
     def restarts(self) -> int:
         with self._cond:
             return self._restarts
+
+    def hold_handouts(self) -> None:
+        """From now on a task matched to a poll is claimed (it counts in `handouts` and
+        `in_flight`) but not sent until `release_handouts()`. The real server commits a
+        claim before it sends the task, so a worker can half-close its stream in between
+        and still receive the task: this lets tests put a worker in that window."""
+        with self._cond:
+            self._holding_handouts = True
+
+    def release_handouts(self) -> None:
+        """Send the tasks held by `hold_handouts()`, each on the stream it was claimed for,
+        half-closed or not; later handouts go out at once again."""
+        with self._cond:
+            self._holding_handouts = False
+            self._cond.notify_all()
 
     def time_out(self, client_id: str | None = None) -> list[tuple[TaskRunId, int]]:
         """Time out every attempt handed out and not reported (to `client_id` only, if given)
@@ -810,9 +828,15 @@ class FakeLittleHorse:
                     return _STOPPING
                 if stream.generation < self._generation:
                     return _ENDED_OK
+                if stream.claimed and not self._holding_handouts:
+                    # Claimed before the client half-closed: sent all the same.
+                    return stream.claimed.popleft()
                 if stream.closed:
-                    # Half-closed by the client (LHTaskWorker.stop()): a task handed out now
-                    # would never run, so keep it queued.
+                    if stream.claimed:
+                        self._cond.wait()
+                        continue
+                    # Half-closed by the client (LHTaskWorker.stop()): no longer a poller, so
+                    # a task scheduled now stays queued.
                     return _CLOSED
                 if stream.pending:
                     request, received = stream.pending[0]
@@ -832,6 +856,9 @@ class FakeLittleHorse:
                                 task.attempt_number,
                             )
                         )
+                        if self._holding_handouts:
+                            stream.claimed.append(PollTaskResponse(result=task))
+                            continue
                         return PollTaskResponse(result=task)
                     if self._poll_hold_seconds is not None:
                         remaining = received + self._poll_hold_seconds - time.monotonic()

@@ -10,7 +10,8 @@ from littlehorse.worker import LHTask
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.constants import TASK_NAME
 from comfyui_worker.execution import Executor
-from comfyui_worker.lh.connection import InFlight, SupervisedConnection
+from comfyui_worker.lh.claims import InFlight
+from comfyui_worker.lh.connection import SupervisedConnection
 from comfyui_worker.lh.task import make_task_function
 from comfyui_worker.lh.worker import register
 from lh.fake_server import FakeLittleHorse

@@ -121,8 +121,9 @@ async def test_a_second_signal_exits_at_once(
 async def test_a_task_waiting_for_a_slot_when_the_grace_ends_is_reported_too(
     fake: FakeLittleHorse, comfyui_mock: MockHandle, tmp_path: Path
 ) -> None:
-    """One slot: the second task claimed waits for it. Cancelling the first at the end of the
-    grace frees the slot; the second must not start a job then and go unreported at exit."""
+    """One slot: the second task claimed waits for it. It is reported as not started when the
+    drain begins; cancelling the first at the end of the grace frees the slot, and nothing
+    may start in it then and go unreported at exit."""
     comfyui_mock.set_job_delay(8)
     env = serve_env(fake, comfyui_mock, COMFYUI_SHUTDOWN_GRACE="1", COMFYUI_MAX_IN_FLIGHT="1")
     proc = await start_serve(env, tmp_path)
@@ -133,15 +134,46 @@ async def test_a_task_waiting_for_a_slot_when_the_grace_ends_is_reported_too(
         second = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW}, wf_run_id="slot-2")
         await claimed(fake, 2)  # the poll outstanding beside the one slot
         proc.send_signal(signal.SIGTERM)
-        for run_id in (first, second):
+        for run_id, reason in ((first, "COMFYUI_SHUTDOWN_GRACE"), (second, "not started")):
             report = decode_report(await fake.await_report(run_id, timeout=20))
             assert report.status == "TASK_FAILED", report
-            assert "COMFYUI_SHUTDOWN_GRACE" in (report.error_message or "")
+            assert reason in (report.error_message or "")
         async with asyncio.timeout(15):
             assert await proc.wait() == 0
     finally:
         output = await stop_process(proc)
     assert "exiting before its report reached LittleHorse" not in output
+
+
+async def test_a_task_claimed_beside_full_slots_is_not_started_by_a_drain(
+    fake: FakeLittleHorse, comfyui_mock: MockHandle, tmp_path: Path
+) -> None:
+    """One slot: the second task claimed waits for it. The first finishes inside the grace;
+    the slot it frees used to start the second, new GPU work while shutting down. It is
+    reported at once instead, for LittleHorse to retry on another worker."""
+    comfyui_mock.set_job_delay(2)
+    env = serve_env(fake, comfyui_mock, COMFYUI_SHUTDOWN_GRACE="15", COMFYUI_MAX_IN_FLIGHT="1")
+    proc = await start_serve(env, tmp_path)
+    try:
+        await wait_polling(proc, fake, TASK_NAME)
+        first = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW})
+        await claimed(fake)
+        second = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW})
+        await claimed(fake, 2)
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        report = decode_report(await fake.await_report(second, timeout=10))
+        assert time.monotonic() - signalled < 1.5  # at once, not when a slot frees
+        assert fake.reported_at(first) is None
+        assert report.status == "TASK_FAILED" and report.exception_name is None
+        assert "not started" in (report.error_message or ""), report.error_message
+        assert decode_report(await fake.await_report(first, timeout=10)).succeeded
+        async with asyncio.timeout(10):
+            assert await proc.wait() == 0
+    finally:
+        output = await stop_process(proc)
+    assert comfyui_mock.request_count("/prompt", "POST") == 1  # the first task's only
+    assert "not started" in output
 
 
 async def test_prompts_interrupted_at_exit_are_asked_at_once_not_one_by_one(

@@ -281,10 +281,15 @@ async def test_stop_ends_a_workers_poll_with_unavailable(
 
 @contextlib.contextmanager
 def _open_poll(
-    fake: FakeLittleHorse, task_def_name: str, *, tenant: str | None = None
+    fake: FakeLittleHorse,
+    task_def_name: str,
+    half_close: threading.Event | None = None,
+    *,
+    tenant: str | None = None,
 ) -> Iterator[Iterator[Any]]:
-    """A raw PollTask stream with one poll sent and the request side held open."""
-    release = threading.Event()
+    """A raw PollTask stream with one poll sent and the request side held open (until
+    `half_close` is set, if given)."""
+    release = half_close or threading.Event()
 
     def requests() -> Iterator[PollTaskRequest]:
         yield PollTaskRequest(task_def_id=TaskDefId(name=task_def_name), client_id="raw")
@@ -333,6 +338,28 @@ def test_queued_task_is_handed_to_a_raw_poll(fake: FakeLittleHorse) -> None:
     assert fake.in_flight == 1 and fake.handed_out == 1
     with pytest.raises(TimeoutError):
         fake.wait_report(run_id, timeout=0.05)
+
+
+def test_a_held_handout_still_reaches_a_stream_half_closed_since(fake: FakeLittleHorse) -> None:
+    half_close = threading.Event()
+    with _open_poll(fake, "greet", half_close) as responses:
+        fake.wait_for_poller("greet")
+        fake.hold_handouts()
+        run_id = fake.schedule_task("greet", {"name": "ada"})
+        deadline = time.monotonic() + 5
+        while fake.handed_out == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fake.handed_out == 1 and fake.in_flight == 1 and fake.queued("greet") == 0
+        half_close.set()
+        while fake.pollers("greet") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fake.pollers("greet") == 0
+        fake.schedule_task("greet", {"name": "bob"})
+        fake.release_handouts()
+        assert next(responses).result.task_run_id == run_id
+        # Then the stream ends; the task scheduled after the half-close stays queued.
+        assert next(responses, None) is None
+    assert fake.queued("greet") == 1 and fake.handed_out == 1
 
 
 async def test_restart_keeps_port_and_task_defs(fake: FakeLittleHorse) -> None:

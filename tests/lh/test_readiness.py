@@ -79,6 +79,37 @@ async def test_waits_for_comfyui_before_the_first_claim_and_gates_on_outages(
     assert "does not answer: claiming no tasks until it does" in output
 
 
+async def test_a_task_reaching_serve_while_comfyui_stays_down_fails_after_comfyui_ready_wait(
+    fake: FakeLittleHorse, comfyui_mock: MockHandle, tmp_path: Path
+) -> None:
+    """The task LittleHorse claimed for the last poll before the gate closed arrives after it:
+    it waits COMFYUI_READY_WAIT for ComfyUI, then fails retryably without reaching it."""
+    proc = await start_serve(serve_env(fake, comfyui_mock, COMFYUI_READY_WAIT="1.5"), tmp_path)
+    try:
+        await wait_polling(proc, fake, TASK_NAME)
+        fake.hold_handouts()
+        run_id = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW})
+        async with asyncio.timeout(10):
+            while fake.handed_out == 0:
+                await asyncio.sleep(0.02)
+        down = asyncio.create_task(asyncio.to_thread(comfyui_mock.restart, 8.0))
+        async with asyncio.timeout(10):
+            while fake.pollers(TASK_NAME):
+                await asyncio.sleep(0.02)
+        fake.release_handouts()
+        released = time.monotonic()
+        report = decode_report(await fake.await_report(run_id, timeout=15))
+        waited = time.monotonic() - released
+        assert report.status == "TASK_FAILED" and report.exception_name is None
+        assert "COMFYUI_READY_WAIT" in (report.error_message or ""), report.error_message
+        assert 1.4 <= waited < 5
+        await down
+        assert comfyui_mock.request_count("/prompt", "POST") == 0
+    finally:
+        output = await stop_process(proc)
+    assert "claimed while ComfyUI does not answer" in output
+
+
 async def test_warmup_runs_before_the_first_claim_and_after_a_comfyui_restart(
     fake: FakeLittleHorse, comfyui_mock: MockHandle, tmp_path: Path
 ) -> None:

@@ -12,18 +12,18 @@ lossy closed (see README, *Surviving LittleHorse restarts*):
 - the SDK's task executions and report retries are bare `create_task`s that nothing tracks;
   here each claimed task is in `InFlight` from its claim until its report is acknowledged
   or given up (logged with the task run id), so drain knows what is still running;
+- the SDK starts every task it receives as soon as a slot frees; here a task starts only when
+  the process's `Admission` lets it (not while draining, not before ComfyUI answers), and one
+  that may not start is reported as a retryable failure without running;
 - a report that fails is retried on the newest channel to that host, not only on the old one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from enum import StrEnum
 
 import grpc
 from littlehorse.config import LHConfig
@@ -33,12 +33,13 @@ from littlehorse.model import (
     PollTaskResponse,
     ReportTaskRun,
     ScheduledTask,
-    TaskRunId,
     TaskStatus,
 )
 from littlehorse.worker import LHConnection, LHTask
 
-from .identity import wf_run_name, wf_run_path
+from .admission import DRAINING, Admission
+from .claims import Claim, InFlight, Phase, describe_run
+from .errors import not_started_report
 
 log = logging.getLogger(__name__)
 
@@ -58,80 +59,6 @@ def rpc_error_text(exc: BaseException) -> str:
     return repr(exc)
 
 
-def describe_run(run_id: TaskRunId, attempt: int | None = None) -> str:
-    """How logs name a task run: `wf_run_id/task_guid` and the attempt."""
-    text = f"task run {wf_run_name(run_id.wf_run_id)}/{run_id.task_guid}"
-    return text if attempt is None else f"{text} attempt {attempt}"
-
-
-class Phase(StrEnum):
-    RUNNING = "running"
-    REPORTING = "reporting"
-
-
-@dataclass
-class Claim:
-    """A task this process claimed and has not yet reported."""
-
-    task: ScheduledTask
-    execution: asyncio.Task[None]
-    connection: SupervisedConnection
-    phase: Phase = Phase.RUNNING
-
-    @property
-    def name(self) -> str:
-        return describe_run(self.task.task_run_id, self.task.attempt_number)
-
-
-class InFlight:
-    """Every claimed task from its claim until LittleHorse acknowledged its report."""
-
-    def __init__(self) -> None:
-        self._claims: dict[tuple[tuple[str, ...], str, int], Claim] = {}
-        self._changed = asyncio.Event()
-
-    @staticmethod
-    def _key(task_run_id: TaskRunId, attempt: int) -> tuple[tuple[str, ...], str, int]:
-        return (wf_run_path(task_run_id.wf_run_id), task_run_id.task_guid, attempt)
-
-    def __len__(self) -> int:
-        return len(self._claims)
-
-    def claims(self) -> list[Claim]:
-        return list(self._claims.values())
-
-    def add(self, claim: Claim) -> None:
-        self._claims[self._key(claim.task.task_run_id, claim.task.attempt_number)] = claim
-        self._changed.set()
-
-    def get(self, task_run_id: TaskRunId, attempt: int) -> Claim | None:
-        return self._claims.get(self._key(task_run_id, attempt))
-
-    def remove(self, task_run_id: TaskRunId, attempt: int) -> None:
-        claim = self._claims.pop(self._key(task_run_id, attempt), None)
-        if claim is not None:
-            self._changed.set()
-            claim.connection.release_channel_if_idle()
-
-    async def wait_empty(self, timeout: float) -> bool:  # noqa: ASYNC109
-        """Wait up to `timeout` s for nothing to be in flight; True if so."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._claims:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            await self.wait_changed(remaining)
-        return True
-
-    async def wait_changed(self, timeout: float) -> None:  # noqa: ASYNC109
-        """Wait up to `timeout` s for a claim to be added or removed."""
-        self._changed.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._changed.wait()
-
-
 class SupervisedConnection(LHConnection):  # type: ignore[misc]
     """An `LHConnection` that says when its stream ends and tracks what it claimed."""
 
@@ -145,6 +72,7 @@ class SupervisedConnection(LHConnection):  # type: ignore[misc]
         slots: asyncio.Semaphore,
         newest_stub: Callable[[], LittleHorseStub],
         on_end: Callable[[SupervisedConnection], None],
+        admission: Admission | None = None,
     ) -> None:
         super().__init__(server, config, task)
         # Own channel (see module docstring); the SDK's cached one is never dialled.
@@ -154,6 +82,7 @@ class SupervisedConnection(LHConnection):  # type: ignore[misc]
         # a second full set of tasks while the previous one's are still running.
         self._schedule_task_semaphore = slots
         self._in_flight = in_flight
+        self._admission = admission or Admission()
         self._newest_stub = newest_stub
         self._on_end = on_end
         self._stopped = False
@@ -227,20 +156,49 @@ class SupervisedConnection(LHConnection):  # type: ignore[misc]
             self._on_end(self)
 
     async def _schedule_task(self, task: ScheduledTask) -> None:
-        await self._schedule_task_semaphore.acquire()
-        execution = asyncio.create_task(self._execute_task(task), name="lh-task-execution")
-        self._in_flight.add(Claim(task, execution, self))
-        execution.add_done_callback(lambda done: self._execution_done(task, done))
+        # Tracked from the claim on: a drain hands back a claim still waiting for a slot.
+        claim = Claim(task, self)
+        self._in_flight.add(claim)
+        try:
+            slot = await self._admission.take_slot(self._schedule_task_semaphore)
+        except BaseException:
+            log.error("%s: no report sent (cancelled before it started)", claim.name)
+            self._in_flight.remove(task.task_run_id, task.attempt_number)
+            raise
+        if slot:
+            work = self._start(claim)
+        else:
+            claim.phase = Phase.REPORTING  # and it holds no slot
+            work = self._not_started(claim, DRAINING)
+        claim.execution = asyncio.create_task(work, name="lh-task-execution")
+        claim.execution.add_done_callback(lambda done: self._execution_done(claim, done))
 
-    def _execution_done(self, task: ScheduledTask, done: asyncio.Task[None]) -> None:
+    async def _start(self, claim: Claim) -> None:
+        """With a slot held: the SDK runs and reports the task once it may start."""
+        reason = await self._admission.admit(claim.name)
+        if reason is not None:
+            claim.phase = Phase.REPORTING
+            self._schedule_task_semaphore.release()
+            await self._not_started(claim, reason)
+            return
+        claim.phase = Phase.RUNNING
+        await self._execute_task(claim.task)
+
+    async def _not_started(self, claim: Claim, reason: str) -> None:
+        log.warning("%s: %s", claim.name, reason)
+        await self._report_task(not_started_report(claim.task, reason), REPORT_ATTEMPTS)
+
+    def _execution_done(self, claim: Claim, done: asyncio.Task[None]) -> None:
         # The SDK reports every outcome of the task function, cancellation included; only
-        # its own failures (e.g. an unserialisable exception content) skip the report.
+        # its own failures (e.g. an unserialisable exception content) skip the report, as
+        # does a cancellation before the task started (at exit).
         if done.cancelled() or done.exception() is not None:
-            claim = self._in_flight.get(task.task_run_id, task.attempt_number)
-            if claim is not None and claim.phase is Phase.RUNNING:
+            task = claim.task
+            tracked = self._in_flight.get(task.task_run_id, task.attempt_number) is claim
+            if tracked and claim.phase is not Phase.REPORTING:
                 log.error(
                     "%s: no report sent (%s); LittleHorse retries it after its timeout",
-                    describe_run(task.task_run_id, task.attempt_number),
+                    claim.name,
                     "cancelled" if done.cancelled() else repr(done.exception()),
                 )
                 self._schedule_task_semaphore.release()

@@ -5,7 +5,8 @@ failure (TASK_FAILED) by the WfSpec's policy. So: what the same input can never 
 name here; everything else (ComfyUI unreachable, 5xx after retries, lost prompt, interrupted,
 deadline, cancelled by shutdown) stays a plain exception and is retried. An `execution_error`
 is business unless it matches a retryable pattern (COMFYUI_RETRYABLE_EXECUTION_ERRORS, by
-default CUDA/torch out-of-memory): another attempt, later or on another GPU, can succeed.
+default CUDA/torch out-of-memory): another attempt, later or on another GPU, can succeed. A
+claimed task the worker does not start at all (draining, ComfyUI not answering) is retried too.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 
 from littlehorse import to_variable_value
 from littlehorse.exceptions import LHTaskException
+from littlehorse.model import LHErrorType, LHTaskError, ReportTaskRun, ScheduledTask, TaskStatus
 
 from ..bounds import MAX_MESSAGE_BYTES, bound_details, serialized_size, truncate
 from ..constants import DEFAULT_MAX_RESULT_BYTES, DEFAULT_RETRYABLE_EXECUTION_ERRORS, ExceptionName
@@ -90,3 +92,19 @@ def to_lh_exception(
     # The SDK needs a VariableValue here: a raw dict fails inside its except block, no
     # report is sent and the worker slot leaks.
     return LHTaskException(name.value, message, to_variable_value(content))
+
+
+def not_started_report(task: ScheduledTask, reason: str) -> ReportTaskRun:
+    """The report of a claimed task the worker will not run (`reason` says why): a plain
+    failure, so that LittleHorse retries it, typically on another worker. None of it reached
+    ComfyUI, so the retry duplicates no work. Built here rather than by the SDK, which reports
+    only what its task function returned or raised."""
+    report = ReportTaskRun(
+        task_run_id=task.task_run_id,
+        attempt_number=task.attempt_number,
+        status=TaskStatus.TASK_FAILED,
+        error=LHTaskError(type=LHErrorType.TASK_ERROR, message=reason),
+        log_output=to_variable_value(reason),
+    )
+    report.time.GetCurrentTime()
+    return report

@@ -35,7 +35,9 @@ from littlehorse.model import (
 )
 from littlehorse.worker import LHTask, LHTaskWorker
 
-from .connection import InFlight, SupervisedConnection, rpc_error_text
+from .admission import Admission
+from .claims import InFlight
+from .connection import SupervisedConnection, rpc_error_text
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +112,11 @@ class SupervisedWorker(LHTaskWorker):  # type: ignore[misc]
         in_flight: InFlight,
         may_claim: Callable[[], bool] = lambda: True,
         slots: ClaimSlots | None = None,
+        admission: Admission | None = None,
     ) -> None:
         super().__init__(callable, task_def_name, config)
         self.in_flight = in_flight
+        self._admission = admission or Admission()
         self.lh_reconnects = 0
         self._may_claim = may_claim
         self._connections: dict[str, SupervisedConnection] = {}
@@ -259,6 +263,7 @@ class SupervisedWorker(LHTaskWorker):  # type: ignore[misc]
             slots=self._slots.for_host(host),
             newest_stub=lambda: self._newest_stub(host, connection),
             on_end=self._connection_ended,
+            admission=self._admission,
         )
         self._connections[host] = connection
         asyncio.get_running_loop().create_task(connection.start(), name=f"lh-poll-{host}")

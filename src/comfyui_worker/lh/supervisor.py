@@ -1,9 +1,10 @@
 """The LittleHorse side of `serve`: one `SupervisedWorker` per TaskDef, one gate, one drain.
 
 The `Supervisor` decides when the process may claim tasks (not while draining, not while
-ComfyUI is not ready), tracks every claimed task of every TaskDef in one `InFlight`, and
-drains them on shutdown. Read-only state for health and readiness endpoints (attribute
-reads only): `polling`, `draining`, `comfyui_ready`, `lh_reconnects`.
+ComfyUI is not ready) and, through its `Admission`, when a claimed task may start; it tracks
+every claimed task of every TaskDef in one `InFlight`, and drains them on shutdown. Read-only
+state for health and readiness endpoints (attribute reads only): `polling`, `draining`,
+`comfyui_ready`, `lh_reconnects`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Any
 
 from littlehorse.config import LHConfig
 
-from .connection import Claim, InFlight, Phase
+from ..constants import DEFAULT_READY_WAIT
+from .admission import Admission
+from .claims import Claim, InFlight, Phase
 from .supervised_worker import ClaimSlots, SupervisedWorker
 
 log = logging.getLogger(__name__)
@@ -33,9 +36,11 @@ class Supervisor:
         config: LHConfig,
         *,
         ready: Callable[[], bool] = lambda: True,
+        ready_wait: float = DEFAULT_READY_WAIT,
     ) -> None:
+        """`ready`: whether ComfyUI answers; `ready_wait`: COMFYUI_READY_WAIT."""
         self.in_flight = InFlight()
-        self.draining = False
+        self.admission = Admission(ready, ready_wait=ready_wait)
         self._ready = ready
         slots = ClaimSlots(config.num_worker_threads)  # one bound for every TaskDef
         self.workers = [
@@ -46,6 +51,7 @@ class Supervisor:
                 in_flight=self.in_flight,
                 may_claim=self._may_claim,
                 slots=slots,
+                admission=self.admission,
             )
             for name, task in tasks.items()
         ]
@@ -56,6 +62,10 @@ class Supervisor:
     def polling(self) -> bool:
         """Every TaskDef has a poll stream to LittleHorse open and asking for work."""
         return all(worker.polling for worker in self.workers)
+
+    @property
+    def draining(self) -> bool:
+        return self.admission.draining
 
     @property
     def comfyui_ready(self) -> bool:
@@ -72,7 +82,8 @@ class Supervisor:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def wake(self) -> None:
-        """Apply the gate now (readiness changed, drain requested)."""
+        """Apply the gates now (readiness changed, drain requested)."""
+        self.admission.changed()
         closed = not self._may_claim()
         for worker in self.workers:
             if closed:
@@ -100,15 +111,17 @@ class Supervisor:
             worker.stop()
 
     async def drain(self, grace: float) -> list[Claim]:
-        """Stop claiming; give claimed tasks `grace` s to finish and report; cancel what still
-        runs then (the SDK reports a cancelled task as TASK_FAILED, which LittleHorse retries)
-        and give those reports a few seconds. Returns the claims that were cancelled."""
-        self.draining = True
+        """Stop claiming and starting tasks (claimed ones not started yet are reported at
+        once as retryable failures, see `Admission`); give running tasks `grace` s to finish
+        and report; cancel what still runs then (the SDK reports a cancelled task as
+        TASK_FAILED, which LittleHorse retries) and give those reports a few seconds.
+        Returns the claims that were cancelled."""
+        self.admission.drain()
         self.wake()
-        if claims := self.in_flight.claims():
+        if running := self._running():
             log.info(
-                "draining: no new tasks; %d claimed task(s) get up to %g s to finish and report",
-                len(claims),
+                "draining: no new tasks; %d running task(s) get up to %g s to finish and report",
+                len(running),
                 grace,
             )
         cancelled: list[Claim] = []
@@ -121,24 +134,19 @@ class Supervisor:
         self.stop()
         return cancelled
 
+    def _running(self) -> list[Claim]:
+        return [claim for claim in self.in_flight.claims() if claim.phase is Phase.RUNNING]
+
     async def _cancel_until_reported(self, reason: str) -> list[Claim]:
-        """Cancel what runs, and what starts meanwhile (a task claimed beside the full slots
-        takes the slot a cancelled one frees), until every report is sent or REPORT_FLUSH
-        s passed. Returns the claims cancelled."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + REPORT_FLUSH
+        """Cancel what runs (nothing starts any more: the admission is draining) and give
+        the reports REPORT_FLUSH s. Returns the claims cancelled."""
         cancelled: list[Claim] = []
-        while True:
-            for claim in self.in_flight.claims():
-                task = claim.execution
-                if claim.phase is Phase.RUNNING and not task.done() and not task.cancelling():
-                    log.warning("%s: %s", claim.name, reason)
-                    claim.execution.cancel(reason)
-                    cancelled.append(claim)
-            remaining = deadline - loop.time()
-            if not len(self.in_flight) or remaining <= 0:
-                break
-            await self.in_flight.wait_changed(remaining)
+        for claim in self._running():
+            if claim.execution is not None and not claim.execution.done():
+                log.warning("%s: %s", claim.name, reason)
+                claim.execution.cancel(reason)
+                cancelled.append(claim)
+        await self.in_flight.wait_empty(REPORT_FLUSH)
         for claim in self.in_flight.claims():
             log.error(
                 "%s: exiting before its report reached LittleHorse; LittleHorse retries the "

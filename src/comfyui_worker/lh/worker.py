@@ -190,7 +190,9 @@ async def serve(settings: Settings, config: LHConfig | None = None) -> None:
     scope = JobScope.of(config, settings)
     tasks = task_functions(executor, media, templates, scope=scope)
     readiness = ComfyUIReadiness(executor)
-    supervisor = Supervisor(tasks, config, ready=lambda: readiness.ready)
+    supervisor = Supervisor(
+        tasks, config, ready=lambda: readiness.ready, ready_wait=settings.ready_wait
+    )
     readiness.on_change = supervisor.wake
     health = None
     try:
