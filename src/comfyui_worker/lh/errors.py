@@ -11,11 +11,12 @@ default CUDA/torch out-of-memory): another attempt, later or on another GPU, can
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from littlehorse import to_variable_value
 from littlehorse.exceptions import LHTaskException
 
-from ..bounds import MAX_MESSAGE_BYTES, bound_details, serialized_size, truncate
+from ..bounds import MAX_MESSAGE_BYTES, bound_details, off_loop, serialized_size, truncate
 from ..constants import DEFAULT_MAX_RESULT_BYTES, DEFAULT_RETRYABLE_EXECUTION_ERRORS, ExceptionName
 from ..exceptions import (
     BrokenTemplateError,
@@ -81,8 +82,22 @@ def to_lh_exception(
 ) -> LHTaskException:
     """The business exception, message and content cut to fit what LittleHorse stores
     (`max_bytes`: Settings.max_result_bytes, shared by the two)."""
+    return _bounded(exc, exc.details(), name, max_bytes)
+
+
+async def lh_exception(
+    exc: ComfyUIWorkerError, name: ExceptionName, *, max_bytes: int = DEFAULT_MAX_RESULT_BYTES
+) -> LHTaskException:
+    """`to_lh_exception`, in a worker thread when the exception's content is large."""
+    details = exc.details()
+    return await off_loop(details, lambda: _bounded(exc, details, name, max_bytes))
+
+
+def _bounded(
+    exc: ComfyUIWorkerError, details: dict[str, Any], name: ExceptionName, max_bytes: int
+) -> LHTaskException:
     message = truncate(str(exc), min(MAX_MESSAGE_BYTES, max_bytes // 4))
-    content = bound_details(exc.details(), max_bytes - serialized_size(message))
+    content = bound_details(details, max_bytes - serialized_size(message))
     # The SDK needs a VariableValue here: a raw dict fails inside its except block, no
     # report is sent and the worker slot leaks.
     return LHTaskException(name.value, message, to_variable_value(content))
