@@ -18,7 +18,7 @@ from .exceptions import ComfyUIWorkerError, InvalidJobError
 from .execution import Executor
 from .job import Job, job_json_schema, parse_job
 from .observability.console import ConsoleObserver
-from .observability.logs import configure_logging
+from .observability.logs import configure_logging, redact
 from .runner import Media, run_job, run_workflow
 from .settings import Settings, describe_validation_error
 from .workflow import load_workflow_file
@@ -195,7 +195,7 @@ def _serve(settings: Settings) -> int:
 
 
 def _fail(message: str) -> int:
-    print(f"comfyui-worker: error: {message}", file=sys.stderr)
+    print(f"comfyui-worker: error: {redact(message)}", file=sys.stderr)
     return 1
 
 

@@ -12,7 +12,9 @@ lossy closed (see README, *Surviving LittleHorse restarts*):
 - the SDK's task executions and report retries are bare `create_task`s that nothing tracks;
   here each claimed task is in `InFlight` from its claim until its report is acknowledged
   or given up (logged with the task run id), so drain knows what is still running;
-- a report that fails is retried on the newest channel to that host, not only on the old one.
+- a report that fails is retried on the newest channel to that host, not only on the old one;
+- what a report carries as text (the SDK's traceback of a failure, an exception's message and
+  content, the log output) is redacted first, as a log line would be.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from littlehorse.model import (
     TaskStatus,
 )
 from littlehorse.worker import LHConnection, LHTask
+
+from .errors import redact_report
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +251,7 @@ class SupervisedConnection(LHConnection):  # type: ignore[misc]
     async def _report_task(self, task_result: ReportTaskRun, retries_left: int) -> None:
         """Report, retrying with back-off on the newest channel; a report given up is logged
         with its task run id and status (the SDK's 15 x 2 s then a bare message)."""
+        redact_report(task_result)
         run_id, attempt = task_result.task_run_id, task_result.attempt_number
         name = describe_run(run_id, attempt)
         status = TaskStatus.Name(task_result.status)

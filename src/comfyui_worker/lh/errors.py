@@ -15,6 +15,7 @@ from typing import Any
 
 from littlehorse import to_variable_value
 from littlehorse.exceptions import LHTaskException
+from littlehorse.model import ReportTaskRun
 
 from ..bounds import MAX_MESSAGE_BYTES, bound_details, off_loop, serialized_size, truncate
 from ..constants import DEFAULT_MAX_RESULT_BYTES, DEFAULT_RETRYABLE_EXECUTION_ERRORS, ExceptionName
@@ -34,6 +35,7 @@ from ..exceptions import (
     UnknownTemplateError,
     UnsafeOutputPathError,
 )
+from ..observability.logs import redact
 
 # Most specific first: MissingNodeError is a PromptValidationError.
 BUSINESS_EXCEPTIONS: tuple[tuple[type[ComfyUIWorkerError], ExceptionName], ...] = (
@@ -101,3 +103,17 @@ def _bounded(
     # The SDK needs a VariableValue here: a raw dict fails inside its except block, no
     # report is sent and the worker slot leaks.
     return LHTaskException(name.value, message, to_variable_value(content))
+
+
+def redact_report(report: ReportTaskRun) -> None:
+    """Credentials out of what LittleHorse stores for an attempt (its TASK_FAILED message is
+    the whole traceback, chained exceptions' messages included)."""
+    if report.HasField("error"):
+        report.error.message = redact(report.error.message)
+    if report.HasField("exception"):
+        report.exception.message = redact(report.exception.message)
+        if report.exception.content.HasField("json_obj"):
+            # Masks and *** hold no JSON syntax: the content stays valid JSON.
+            report.exception.content.json_obj = redact(report.exception.content.json_obj)
+    if report.HasField("log_output") and report.log_output.HasField("str"):
+        report.log_output.str = redact(report.log_output.str)
