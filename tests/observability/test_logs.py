@@ -74,7 +74,7 @@ def test_text_format_stays_as_before_and_is_redacted_too(monkeypatch: pytest.Mon
 def test_credentials_from_the_env_file_are_redacted_too(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The SDK's LHC_* settings may come from `.env` (lh_settings_from_env_file): its secret
+    """The SDK's LHC_* settings may come from `.env` (env_file_variables): its secret
     must not reach a log either."""
     monkeypatch.delenv("LHC_OAUTH_CLIENT_SECRET", raising=False)
     monkeypatch.chdir(tmp_path)

@@ -16,10 +16,11 @@ from littlehorse.worker import WorkerContext
 
 from ..constants import JOB_TASK_NAME, TASK_NAME, TEMPLATE_TASK_NAME
 from ..execution import Executor
+from ..media.store import check_output_store
 from ..observability.health import open_health_server
 from ..observability.logs import REDACTED, flush_logs
 from ..runner import Media
-from ..settings import Settings, is_secret_name, lh_settings_from_env_file
+from ..settings import LH_SETTING_PREFIXES, Settings, env_file_variables, is_secret_name
 from ..templates import TemplateStore
 from .readiness import ComfyUIReadiness
 from .supervisor import Supervisor
@@ -61,7 +62,9 @@ def lh_config(settings: Settings) -> LHConfig:
     here while other GPUs idle, so it defaults to it.
     """
     config = LHConfig()
-    config.load({NUM_WORKER_THREADS: str(settings.max_in_flight), **lh_settings_from_env_file()})
+    config.load(
+        {NUM_WORKER_THREADS: str(settings.max_in_flight), **env_file_variables(LH_SETTING_PREFIXES)}
+    )
     return config
 
 
@@ -194,6 +197,8 @@ async def serve(settings: Settings, config: LHConfig | None = None) -> None:
         if health is not None:
             health.start()
             log.info("health server on http://%s:%d", settings.worker_health_host, health.port)
+        # Before any task: one that cannot be delivered would fail after its GPU work.
+        await check_output_store(settings, media.stores)
         # The SDK refuses to start without the TaskDefs; creating them here (idempotent) also
         # turns a conflicting one into a clear error instead of the SDK's signature mismatch.
         for line in await asyncio.to_thread(register_all, config, tasks):
