@@ -224,15 +224,17 @@ async def check_output_store(settings: Settings, stores: ObjectStores) -> None:
     from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
 
     where = Location.parse(settings.output_store)
+    unanswered: tuple[type[Exception], ...] = (*store_errors(), ValueError, TimeoutError)
     try:
         async with asyncio.timeout(settings.store_timeout):
             store = stores.store(where.scheme, where.bucket)
             await obstore.head_async(store, f"{where.key}/{CHECK_KEY}".lstrip("/"))
-    except (FileNotFoundError, PermissionDeniedError, UnauthenticatedError, PermissionError) as exc:
-        if not isinstance(exc, FileNotFoundError):
-            log.warning("COMFYUI_OUTPUT_STORE=%s: %s", settings.output_store, _first_line(exc))
+    except FileNotFoundError:
+        return  # an answer: the credentials resolved
+    except (PermissionDeniedError, UnauthenticatedError, PermissionError) as exc:
+        log.warning("COMFYUI_OUTPUT_STORE=%s: %s", settings.output_store, _first_line(exc))
         return
-    except (*store_errors(), ValueError, TimeoutError) as exc:
+    except unanswered as exc:
         names = CREDENTIAL_VARIABLES.get(where.scheme, ())
         hint = (
             f"none of {', '.join(names)} is set (in the environment or .env), and no other "
