@@ -196,7 +196,7 @@ async def serve(settings: Settings, config: LHConfig | None = None) -> None:
         health = open_health_server(settings, supervisor, asyncio.get_running_loop())
         if health is not None:
             health.start()
-            log.info("health server on http://%s:%d", settings.worker_health_host, health.port)
+            log.info("health server on %s", health.url)
         # Before any task: one that cannot be delivered would fail after its GPU work.
         await check_output_store(settings, media.stores)
         # The SDK refuses to start without the TaskDefs; creating them here (idempotent) also
