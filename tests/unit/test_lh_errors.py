@@ -192,7 +192,7 @@ def test_prompt_id_is_stable_per_task_run() -> None:
 
 
 def test_worker_threads_default_to_the_in_flight_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    from comfyui_worker.lh.worker import lh_config
+    from comfyui_worker.lh.config import lh_config
     from comfyui_worker.settings import Settings
 
     monkeypatch.delenv("LHW_NUM_WORKER_THREADS", raising=False)
