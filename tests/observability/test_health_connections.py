@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,7 +18,9 @@ import pytest
 
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.observability.health import HealthServer
+from comfyui_worker.observability.probe import probe_url
 from comfyui_worker.observability.progress import JobBoard
+from comfyui_worker.settings import Settings
 from lh.fake_server import FakeLittleHorse
 from lh.serve_process import serve_env, start_serve, stop_process
 from observability.serve_health import free_port
@@ -143,6 +146,23 @@ async def test_serve_takes_an_ipv6_health_host(
                     if (await http.get(f"http://[::1]:{port}/healthz")).status_code == 200:
                         break
                 await asyncio.sleep(0.1)
+        # The container healthcheck reads the same settings.
+        probe = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "comfyui_worker.observability.probe", "/healthz", env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await probe.communicate()
+        assert probe.returncode == 0, out
     finally:
         output = await stop_process(proc)
     assert f"health server on http://[::1]:{port}" in output
+
+
+def test_the_probe_asks_a_server_bound_to_every_address_on_loopback() -> None:
+    def url(host: str) -> str | None:
+        settings = Settings(_env_file=None, worker_health_host=host, worker_health_port=8000)  # type: ignore[call-arg]
+        return probe_url(settings, "/healthz")
+
+    assert url("0.0.0.0") == "http://127.0.0.1:8000/healthz"
+    assert url("::") == "http://[::1]:8000/healthz"  # it may take IPv6 only
+    assert url("::1") == "http://[::1]:8000/healthz"

@@ -26,7 +26,13 @@ from prometheus_client.registry import Collector
 from ..exceptions import ConfigurationError
 from ..settings import Settings
 from . import metrics
-from .http_server import MAX_CONNECTIONS, REQUEST_TIMEOUT, CappedHTTPServer, CappedRequestHandler
+from .http_server import (
+    MAX_CONNECTIONS,
+    REQUEST_TIMEOUT,
+    CappedHTTPServer,
+    CappedRequestHandler,
+    url_host,
+)
 from .progress import JOBS, JobBoard
 
 log = logging.getLogger(__name__)
@@ -116,8 +122,7 @@ class HealthServer:
 
     @property
     def url(self) -> str:
-        host = self._httpd.host
-        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+        return f"http://{url_host(self._httpd.host)}:{self.port}"
 
     def start(self) -> None:
         metrics.REGISTRY.register(self.collector)
@@ -207,6 +212,6 @@ def open_health_server(
     except OSError as exc:
         raise ConfigurationError(
             f"COMFYUI_WORKER_HEALTH_PORT={port} / COMFYUI_WORKER_HEALTH_HOST={host}: cannot "
-            f"listen on {f'[{host}]' if ':' in host else host}:{port} for the health server "
+            f"listen on {url_host(host)}:{port} for the health server "
             f"({exc.strerror or exc}); choose a free port, or 0 to turn the health server off"
         ) from exc

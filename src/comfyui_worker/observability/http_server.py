@@ -27,6 +27,11 @@ MAX_CONNECTIONS = 32
 REQUEST_TIMEOUT = 5.0
 
 
+def url_host(host: str) -> str:
+    """`host` as a URL holds it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 class CappedHTTPServer(ThreadingHTTPServer):
     """The stdlib's threading server on any address family, with a cap on connections and
     a deadline for each to send its request (both enforced from the server's own thread)."""
