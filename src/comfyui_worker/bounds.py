@@ -9,15 +9,24 @@ serializes them: `json.dumps` of the value (ASCII, so characters are bytes).
 Long texts are cut with a marker saying how much was cut; what still does not fit raises
 OutputTooLargeError naming the biggest parts. Paths, URLs and other data are never cut: a
 shortened one would be wrong, not smaller.
+
+A value is serialized once: replacing one string inside it changes the whole by exactly the
+change of that string's encoding, so what is cut is kept in running totals. Values that are
+large take milliseconds all the same, so `off_loop` bounds them in a worker thread: the event
+loop runs every job and the LittleHorse heartbeat.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .exceptions import OutputTooLargeError
+
+T = TypeVar("T")
 
 LH_RECORD_LIMIT = 1_047_000
 """Bytes of the largest record the LittleHorse server accepts."""
@@ -46,17 +55,32 @@ def marker(cut_bytes: int) -> str:
 
 
 def truncate(text: str, max_bytes: int) -> str:
-    """`text` whose JSON encoding fits `max_bytes`, its end replaced by a marker if cut."""
-    if _encoded(text) <= max_bytes:
+    """`text` whose JSON encoding fits `max_bytes`, its end replaced by a marker if cut.
+
+    Every character takes at least one byte, so only the first `max_bytes` characters are
+    ever encoded, however long the text: a first guess scaled by their escapes, and if that
+    does not fit, a bisection (about log2(max_bytes) tries).
+    """
+    if len(text) <= max_bytes and _encoded(text) <= max_bytes:
         return text
-    keep = len(text)
-    while keep > 0:
-        # Scale by how much the JSON encoding (escapes) inflates the part kept, then check.
-        keep = min(keep - 1, keep * max(0, max_bytes - 40) // max(1, _encoded(text[:keep])))
-        cut = text[:keep] + marker(len(text[keep:].encode()))
-        if _encoded(cut) <= max_bytes:
-            return cut
-    return marker(len(text.encode()))[: max(0, max_bytes)]
+    head = text[: max(0, max_bytes)]
+    # surrogatepass: a lone surrogate (valid in JSON, not in UTF-8) must not fail the cut.
+    total = len(text.encode(errors="surrogatepass"))
+
+    def cut(keep: int) -> str:
+        return head[:keep] + marker(total - len(head[:keep].encode(errors="surrogatepass")))
+
+    def fits(keep: int) -> bool:
+        return _encoded(cut(keep)) <= max_bytes
+
+    guess = min(len(head), len(head) * max(0, max_bytes - 40) // max(1, _encoded(head)))
+    if fits(guess):
+        return cut(guess)
+    low, high = 0, guess  # `high` does not fit
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return cut(low) if fits(low) else marker(total)[: max(0, max_bytes)]
 
 
 def bound_result(result: dict[str, Any], max_bytes: int) -> dict[str, Any]:
@@ -70,7 +94,7 @@ def bound_result(result: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     if texts:
         bounded["texts"] = texts
     slots = [_Slot(t, "text") for t in texts if isinstance(t.get("text"), str)]
-    size = _fit(bounded, max_bytes, slots)
+    size = _fit(serialized_size(bounded), max_bytes, slots)
     if size > max_bytes:
         parts = {key: serialized_size(value) for key, value in bounded.items()}
         biggest = sorted(parts.items(), key=lambda kv: -kv[1])[:3]
@@ -94,14 +118,14 @@ def bound_details(details: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     bounded: dict[str, Any] = _copy(details)
     slots: list[_Slot] = []
     _collect(bounded, slots)
-    size = _fit(bounded, max_bytes, slots)
+    size = _fit(serialized_size(bounded), max_bytes, slots)
     # Many small items (node errors, frames): drop the biggest lists and objects whole.
-    nested = [k for k, v in bounded.items() if isinstance(v, dict | list)]
-    for key in sorted(nested, key=lambda k: -serialized_size(bounded[k])):
+    nested = {k: serialized_size(v) for k, v in bounded.items() if isinstance(v, dict | list)}
+    for key in sorted(nested, key=lambda k: -nested[k]):
         if size <= max_bytes:
             break
-        bounded[key] = marker(serialized_size(bounded[key]))
-        size = serialized_size(bounded)
+        bounded[key] = marker(nested[key])
+        size -= nested[key] - serialized_size(bounded[key])
     if size <= max_bytes:
         return bounded
     message = truncate(str(details.get("message", "")), max(0, max_bytes // 2))
@@ -124,11 +148,10 @@ class _Slot:
         return value
 
 
-def _fit(value: Any, max_bytes: int, slots: list[_Slot]) -> int:
-    """Cut the longest slots until `value` serializes within `max_bytes`; the final size."""
-    size = serialized_size(value)
-    candidates = sorted(slots, key=lambda s: -len(s.text))
-    for slot in candidates:
+def _fit(size: int, max_bytes: int, slots: list[_Slot]) -> int:
+    """Cut the longest slots of a value that serializes to `size` bytes until it fits
+    `max_bytes`; its final size. Each cut is counted, never measured again."""
+    for slot in sorted(slots, key=lambda s: -len(s.text)):
         if size <= max_bytes:
             break
         text = slot.text
@@ -136,8 +159,9 @@ def _fit(value: Any, max_bytes: int, slots: list[_Slot]) -> int:
             continue
         encoded = _encoded(text)
         budget = max(encoded - (size - max_bytes), _encoded(text[:MIN_KEPT_CHARS]) + 40)
-        slot.container[slot.key] = truncate(text, budget)
-        size = serialized_size(value)
+        cut = truncate(text, budget)
+        slot.container[slot.key] = cut
+        size -= encoded - _encoded(cut)
     return size
 
 
@@ -160,6 +184,44 @@ def _collect(value: Any, slots: list[_Slot]) -> None:
             slots.append(_Slot(value, key))
         elif isinstance(item, dict | list):
             _collect(item, slots)
+
+
+# A value this small (in characters and items) is bounded on the event loop in well under a
+# millisecond; a larger one goes to a worker thread, which costs a thread hop.
+OFF_LOOP_THRESHOLD = 32_000
+# What one list or object item counts for at least: the walk deciding stays short too.
+_ITEM_WEIGHT = 4
+
+
+async def off_loop(value: Any, bound: Callable[[], T]) -> T:
+    """`bound()`, which measures and cuts `value`: in a worker thread when `value` is large.
+
+    `value` must not change meanwhile (the task that awaits this holds it)."""
+    if _small(value):
+        return bound()
+    return await asyncio.to_thread(bound)
+
+
+def _small(value: Any, limit: int = OFF_LOOP_THRESHOLD) -> bool:
+    """Whether `value` is clearly under `limit`: a walk that stops as soon as it is not, so
+    it takes at most about limit / _ITEM_WEIGHT steps whatever the value."""
+    budget, pending = limit, [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            budget -= len(item)
+        elif isinstance(item, dict):
+            budget -= _ITEM_WEIGHT * len(item)
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            budget -= _ITEM_WEIGHT * len(item)
+            pending.extend(item)
+        else:
+            budget -= _ITEM_WEIGHT
+        if budget < 0:
+            return False
+    return True
 
 
 MAX_MESSAGE_BYTES = 16_000

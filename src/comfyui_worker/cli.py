@@ -18,7 +18,7 @@ from .exceptions import ComfyUIWorkerError, InvalidJobError
 from .execution import Executor
 from .job import Job, job_json_schema, parse_job
 from .observability.console import ConsoleObserver
-from .observability.logs import configure_logging
+from .observability.logs import configure_logging, redact
 from .runner import Media, run_job, run_workflow
 from .settings import Settings, describe_validation_error
 from .workflow import load_workflow_file
@@ -68,6 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         configure_logging(LogFormat.TEXT, verbose=args.verbose)
         return _fail(f"invalid configuration: {describe_validation_error(exc)}")
+    except UnicodeDecodeError as exc:  # pydantic-settings reading .env
+        return _fail(
+            f"cannot read .env: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as "
+            "UTF-8, or set those variables in the environment"
+        )
+    except OSError as exc:  # .env unreadable (its permissions, a folder of that name)
+        return _fail(f"cannot read .env: {exc.strerror or exc}")
     configure_logging(settings.log_format, verbose=args.verbose)
     if args.command in ("run", "job"):
         return _run(args, settings)
@@ -163,39 +170,45 @@ def _run_with_mock(
 
 
 def _register(settings: Settings) -> int:
-    from .lh.worker import TaskDefError, lh_config, register_all, task_functions
+    import grpc
+
+    from .lh.config import describe_rpc_error, lh_config
+    from .lh.worker import TaskDefError, register_all, task_functions
 
     try:
+        config = lh_config(settings)
         # The Executor only lends the task functions their signatures; it opens no connection.
         executor = Executor(settings)
         tasks = task_functions(executor, Media(settings, executor.client))
-        print("\n".join(register_all(lh_config(settings), tasks)))
-    except TaskDefError as exc:
+        print("\n".join(register_all(config, tasks)))
+    except (TaskDefError, ComfyUIWorkerError) as exc:
         return _fail(str(exc))
-    except Exception as exc:  # grpc errors: unreachable server, auth
-        return _fail(f"cannot register the TaskDef: {exc}")
+    except grpc.RpcError as exc:  # unreachable server, auth
+        return _fail(f"cannot register the TaskDefs: {describe_rpc_error(exc, config)}")
     return 0
 
 
 def _serve(settings: Settings) -> int:
     import grpc
 
+    from .lh.config import describe_rpc_error, lh_config
     from .lh.worker import TaskDefError, serve
 
     try:
         # Paths under a folder that is not mounted here would be useless to every task.
         settings.check_dirs(*settings.mounted_dirs)
+        config = lh_config(settings)  # reads the TLS files: before the event loop runs
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(settings))
+            asyncio.run(serve(settings, config))
     except (TaskDefError, ComfyUIWorkerError) as exc:  # configuration errors among them
         return _fail(str(exc))
     except grpc.RpcError as exc:  # LittleHorse unreachable or refusing us: let the supervisor retry
-        return _fail(f"LittleHorse: {exc.code().name}: {exc.details()}")
+        return _fail(describe_rpc_error(exc, config))
     return 0
 
 
 def _fail(message: str) -> int:
-    print(f"comfyui-worker: error: {message}", file=sys.stderr)
+    print(f"comfyui-worker: error: {redact(message)}", file=sys.stderr)
     return 1
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from .comfyui.client import ComfyUIClient, RetryPolicy
 from .exceptions import ComfyUIError, InvalidJobError
 from .job import Job, parse_job
+from .observability.logs import mask_userinfo
 from .settings import Settings
 from .templates.binding import parse_text_value
 from .templates.check import comfyui_findings, local_findings
@@ -150,7 +151,7 @@ def _check(catalogue: Catalogue, settings: Settings) -> int:
         note = f"ComfyUI not checked ({exc}); local checks only"
     else:
         findings += comfyui_findings(catalogue, object_info)
-        note = f"checked against ComfyUI's /object_info at {settings.base_url_str}"
+        note = f"checked against ComfyUI's /object_info at {mask_userinfo(settings.base_url_str)}"
     for finding in findings:
         print(finding)
     count = len(catalogue.names)

@@ -35,6 +35,8 @@ from .exceptions import ConfigurationError, InvalidWorkflowError
 from .workflow import load_workflow_file
 
 LH_SETTING_PREFIXES = ("LHC_", "LHW_")
+# The object stores' own variables: credentials, region, endpoint (read by obstore).
+STORE_SETTING_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
 # The object-store URI schemes obstore builds S3, GCS and Azure clients for.
 STORE_SCHEMES = ("s3", "s3a", "gs", "az", "azure", "adl", "abfs", "abfss")
 
@@ -333,16 +335,18 @@ def _store_location(value: str, variable: str) -> str:
     return value.strip().rstrip("/")
 
 
-def lh_settings_from_env_file(env_file: Path = Path(".env")) -> dict[str, str]:
-    """The LittleHorse SDK's LHC_*/LHW_* entries of the `.env` file, if there is one.
+def env_file_variables(prefixes: tuple[str, ...], env_file: Path = Path(".env")) -> dict[str, str]:
+    """The entries of the `.env` file (if there is one) named with one of `prefixes` that
+    the environment does not set.
 
-    The SDK reads only the process environment; these are handed to its config underneath
-    the environment, so a real variable still wins, as it does for our own settings.
+    The LittleHorse SDK (LHC_*/LHW_*) and obstore (AWS_*, GOOGLE_*, AZURE_*) read only the
+    process environment; these go to them underneath it, so a real variable still wins, as
+    it does for our own settings.
     """
     return {
         key: value
         for key, value in dotenv_values(env_file).items()
-        if key.startswith(LH_SETTING_PREFIXES) and value is not None
+        if key.startswith(prefixes) and value is not None and key not in os.environ
     }
 
 

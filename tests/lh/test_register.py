@@ -15,7 +15,7 @@ from littlehorse.model import VariableType
 
 from comfyui_worker.cli import main
 from comfyui_worker.constants import JOB_TASK_NAME, TASK_NAME, TEMPLATE_TASK_NAME
-from comfyui_worker.lh.worker import lh_config
+from comfyui_worker.lh.config import lh_config
 from comfyui_worker.settings import Settings
 from lh.fake_server import FakeLittleHorse
 

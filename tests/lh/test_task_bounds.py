@@ -11,12 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from littlehorse.worker import LHTaskWorker
 
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.bounds import MAX_LOG_BYTES
-from comfyui_worker.constants import TASK_NAME
-from lh.fake_server import FakeLittleHorse, running_worker
+from comfyui_worker.constants import TASK_NAME, TEMPLATE_TASK_NAME
+from comfyui_worker.execution import Executor
+from comfyui_worker.lh.task import make_template_task_function
+from comfyui_worker.lh.worker import register, template_store
+from comfyui_worker.runner import Media
+from lh.fake_server import FakeLittleHorse, decode_report, running_worker
 from lh.test_task_worker import WORKFLOW, Worker, run_task, settings_for
+from loop_lag import loop_lag
+from template_dirs import copy_examples
 
 LIMIT = 20_000
 
@@ -83,3 +90,41 @@ async def test_a_huge_execution_error_is_bounded_everywhere(
     assert "[truncated " in report.exception_content["exception_message"]
     assert len(report.log_output.encode()) <= MAX_LOG_BYTES
     assert "failed: node 2 (ImageInvert) failed: RuntimeError: tensor dump" in report.log_output
+
+
+async def test_thousands_of_unknown_template_params_leave_the_loop_responsive(
+    fake: FakeLittleHorse, comfyui_mock: MockHandle, tmp_path: Path
+) -> None:
+    """The issue's call: 3,000 unknown parameters (645 KB) held the event loop for 25-31 s
+    while the exception was cut, so every job and the heartbeat stalled with it."""
+    templates = copy_examples(tmp_path / "templates")
+    settings = settings_for(comfyui_mock, templates_dir=templates, max_result_bytes=800_000)
+    executor = Executor(settings)
+    task = make_template_task_function(
+        executor, Media(settings, executor.client), template_store(executor)
+    )
+    config = fake.config(num_worker_threads=2)
+    register(config, task, TEMPLATE_TASK_NAME)
+    params = {f"unknown_{i:04}_" + "k" * 195: 1 for i in range(3_000)}
+    stalls = []
+    lh_worker = LHTaskWorker(task, TEMPLATE_TASK_NAME, config)
+    async with running_worker(fake, lh_worker, TEMPLATE_TASK_NAME):
+        # Best of three: on a shared machine the OS may pause any thread now and then; a
+        # loop blocked by the task is blocked every time.
+        for attempt in range(3):
+            async with loop_lag() as lag:
+                run_id = fake.schedule_task(
+                    TEMPLATE_TASK_NAME,
+                    {"template": "invert", "params": params},
+                    wf_run_id=f"guid-{attempt}",
+                )
+                report = decode_report(await fake.await_report(run_id, timeout=50))
+            stalls.append(lag.worst)
+            assert report.exception_name == "comfyui-invalid-params"
+            stored = len(report.exception_message) + len(json.dumps(report.exception_content))
+            assert stored <= 800_000
+            assert report.exception_content["template"] == "invert"
+            if lag.worst < 0.05 or lag.worst > 1:  # a stall of seconds is no OS pause
+                break
+    await executor.aclose()
+    assert min(stalls) < 0.05, f"the event loop stalled for {[round(s * 1000) for s in stalls]} ms"

@@ -19,6 +19,8 @@ from comfyui_worker.observability.logs import (
     bind_job,
     configure_logging,
     flush_logs,
+    mask_userinfo,
+    redact,
     secret_values,
 )
 
@@ -72,7 +74,7 @@ def test_text_format_stays_as_before_and_is_redacted_too(monkeypatch: pytest.Mon
 def test_credentials_from_the_env_file_are_redacted_too(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The SDK's LHC_* settings may come from `.env` (lh_settings_from_env_file): its secret
+    """The SDK's LHC_* settings may come from `.env` (env_file_variables): its secret
     must not reach a log either."""
     monkeypatch.delenv("LHC_OAUTH_CLIENT_SECRET", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -83,6 +85,42 @@ def test_credentials_from_the_env_file_are_redacted_too(
     flush_logs()
     (line,) = stream.getvalue().splitlines()
     assert json.loads(line)["message"] == "token request with *** failed"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("http://user:pass@comfy:8188", "http://***@comfy:8188"),
+        (
+            "websocket ws://u:p@ss@comfy:8188/ws?clientId=1 unavailable",
+            "websocket ws://***@comfy:8188/ws?clientId=1 unavailable",
+        ),
+        ("at 'https://token@h/x' for 'a@b'", "at 'https://***@h/x' for 'a@b'"),
+        ('{"url": "s3://key:secret@bucket/k"}', '{"url": "s3://***@bucket/k"}'),
+        (
+            "http://comfy:8188/view?who=a@b and mail@example.com",
+            "http://comfy:8188/view?who=a@b and mail@example.com",
+        ),
+    ],
+)
+def test_the_user_info_of_any_url_is_masked(text: str, shown: str) -> None:
+    assert mask_userinfo(text) == shown
+
+
+def test_log_lines_and_error_messages_show_urls_without_their_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COMFYUI_S3_PASSWORD", SECRET)
+    stream = io.StringIO()
+    configure_logging(LogFormat.JSON, stream=stream)
+    logging.getLogger("comfyui_worker.x").info("ComfyUI at http://user:%s@comfy:8188", "pw-1")
+    flush_logs()
+    (line,) = stream.getvalue().splitlines()
+    assert json.loads(line)["message"] == "ComfyUI at http://***@comfy:8188"
+    # What leaves the process otherwise (a report, stderr) goes through the same redactor.
+    assert redact(f"GET /queue: ComfyUI at http://u:{SECRET}@c:1 ({SECRET})") == (
+        "GET /queue: ComfyUI at http://***@c:1 (***)"
+    )
 
 
 class StalledStream(io.StringIO):

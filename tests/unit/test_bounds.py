@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -14,11 +16,22 @@ from comfyui_worker.bounds import (
     LogBudget,
     bound_details,
     bound_result,
+    off_loop,
     serialized_size,
     truncate,
 )
-from comfyui_worker.exceptions import ExecutionError, OutputTooLargeError
+from comfyui_worker.constants import ExceptionName
+from comfyui_worker.exceptions import (
+    ExecutionError,
+    InvalidParamsError,
+    OutputTooLargeError,
+    TemplateProblem,
+)
+from comfyui_worker.lh.errors import lh_exception
 from comfyui_worker.settings import Settings
+from loop_lag import loop_lag
+
+LIMIT = 800_000  # the default COMFYUI_MAX_RESULT_BYTES
 
 
 def result_with(*texts: str, files: int = 1) -> dict[str, Any]:
@@ -123,3 +136,74 @@ def test_max_result_bytes_must_fit_a_littlehorse_record(value: int) -> None:
 def test_max_result_bytes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COMFYUI_MAX_RESULT_BYTES", "250000")
     assert Settings(_env_file=None).max_result_bytes == 250_000  # type: ignore[call-arg]
+
+
+def many_texts() -> dict[str, Any]:
+    """The issue's result: 2,500 texts of 400 characters (1.1 MB), each cut a little."""
+    return result_with(*(f"{i:04} " + "t" * 395 for i in range(2_500)))
+
+
+def unknown_params() -> InvalidParamsError:
+    """The issue's exception: 3,000 unknown parameters of 200 characters (2.4 MB of content:
+    every problem in the message, and each again in `problems`)."""
+    keys = [f"unknown_{i:04}_" + "k" * 187 for i in range(3_000)]
+    return InvalidParamsError.of(
+        "invert",
+        [
+            TemplateProblem(key, "unknown", f"parameter {key!r} is unknown (it takes: photo)")
+            for key in keys
+        ],
+    )
+
+
+def test_bounding_takes_time_linear_in_the_size_of_the_value() -> None:
+    # Re-measuring the whole value after each cut took 5 s and 24 s for these.
+    started = time.perf_counter()
+    bounded = bound_result(many_texts(), LIMIT)
+    content = bound_details(unknown_params().details(), LIMIT)
+    assert time.perf_counter() - started < 1.0
+    assert serialized_size(bounded) <= LIMIT < serialized_size(many_texts())
+    assert all(t["text"].startswith(f"{i:04} t") for i, t in enumerate(bounded["texts"]))
+    assert sum("[truncated " in t["text"] for t in bounded["texts"]) > 1_000
+    assert serialized_size(content) <= LIMIT and content["template"] == "invert"
+
+
+def test_a_cut_keeps_the_most_that_fits_and_says_how_much_went() -> None:
+    text = "\n" * 1_000 + "é" * 3_000 + "a" * 100_000  # escapes where the cut is decided
+    for limit in (50, 2_000, 7_000, 20_000):
+        cut = truncate(text, limit)
+        kept = cut.index("…")
+        assert len(json.dumps(cut)) - 2 <= limit
+        assert cut.endswith(f"[truncated {len(text[kept:].encode()):,} bytes]")
+        assert len(json.dumps(truncate(text, limit + 50))) - 2 > len(json.dumps(cut)) - 2
+    assert truncate("x" * 1_000_000, 10) == "…[truncated 1,000,000 bytes]"[:10]
+
+
+async def test_the_event_loop_keeps_ticking_while_a_large_value_is_bounded() -> None:
+    result, exc = many_texts(), unknown_params()
+    stalls = []
+    # Best of three: on a shared machine the OS may pause any thread now and then; a loop
+    # blocked by the bounding is blocked every time.
+    while len(stalls) < 3 and 0.05 <= min(stalls, default=0.5) <= 1:
+        async with loop_lag() as lag:
+            bounded = await off_loop(result, lambda: bound_result(result, LIMIT))
+            error = await lh_exception(exc, ExceptionName.INVALID_PARAMS, max_bytes=LIMIT)
+        stalls.append(lag.worst)
+    assert min(stalls) < 0.05, f"the loop stalled for {[round(s * 1000) for s in stalls]} ms"
+    assert serialized_size(bounded) <= LIMIT
+    assert len(error.message) + len(error.content.json_obj) <= LIMIT
+    assert json.loads(error.content.json_obj)["template"] == "invert"
+
+
+async def test_a_small_value_is_bounded_where_it_is() -> None:
+    # A thread hop per task would cost every job; a typical result is a few hundred bytes.
+    threads: list[threading.Thread] = []
+
+    def bound(value: dict[str, Any]) -> dict[str, Any]:
+        threads.append(threading.current_thread())
+        return bound_result(value, LIMIT)
+
+    small, large = result_with("a caption"), many_texts()
+    await off_loop(small, lambda: bound(small))
+    await off_loop(large, lambda: bound(large))
+    assert threads[0] is threading.main_thread() and threads[1] is not threading.main_thread()

@@ -45,6 +45,19 @@ def test_run_reports_an_unreachable_comfyui(
     assert "TransportError" in err and "unreachable" in err
 
 
+def test_an_unreachable_comfyui_is_reported_without_the_password_in_its_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COMFYUI_BASE_URL", "http://user:pw-in-url@127.0.0.1:9")
+    monkeypatch.setenv("COMFYUI_RETRIES", "0")
+    mounted_folders(monkeypatch, tmp_path)
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps({"1": {"class_type": "EmptyImage", "inputs": {}}}))
+    assert main(["run", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "ComfyUI at http://***@127.0.0.1:9 unreachable" in err and "pw-in-url" not in err
+
+
 def test_invalid_configuration_is_reported(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,7 +6,9 @@ import json
 from typing import Any
 
 import pytest
-from littlehorse.utils import extract_value
+from littlehorse.model import LHTaskError, ReportTaskRun
+from littlehorse.model import LHTaskException as LHTaskExceptionModel
+from littlehorse.utils import extract_value, to_variable_value
 
 from comfyui_worker.constants import ExceptionName
 from comfyui_worker.exceptions import (
@@ -36,7 +38,7 @@ from comfyui_worker.exceptions import (
     UnknownTemplateError,
     UnsafeOutputPathError,
 )
-from comfyui_worker.lh.errors import business_name, to_lh_exception
+from comfyui_worker.lh.errors import business_name, redact_report, to_lh_exception
 
 NODE = NodeError(
     node_id="3",
@@ -190,7 +192,7 @@ def test_retryable_execution_errors_follow_the_configured_patterns() -> None:
 
 
 def test_worker_threads_default_to_the_in_flight_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    from comfyui_worker.lh.worker import lh_config
+    from comfyui_worker.lh.config import lh_config
     from comfyui_worker.settings import Settings
 
     monkeypatch.delenv("LHW_NUM_WORKER_THREADS", raising=False)
@@ -208,3 +210,24 @@ def test_input_errors_name_the_input_and_the_rule() -> None:
         "input": "photo.png",
         "rule": "base64",
     }
+
+
+def test_what_a_report_carries_is_redacted_as_log_lines_are() -> None:
+    failed = ReportTaskRun(
+        error=LHTaskError(message="Traceback ...\nError: at http://u:pw-9@comfy:1 (cause)"),
+        log_output=to_variable_value("prompt p: websocket ws://u:pw-9@comfy:1/ws unavailable"),
+    )
+    business = ReportTaskRun(
+        exception=LHTaskExceptionModel(
+            message="refused http://u:pw-9@comfy:1",
+            content=to_variable_value({"message": "see ws://u:pw-9@comfy:1/ws"}),
+        )
+    )
+    for report in (failed, business):
+        redact_report(report)
+        assert "pw-9" not in str(report)
+    assert failed.error.message.endswith("at http://***@comfy:1 (cause)")
+    assert failed.log_output.str == "prompt p: websocket ws://***@comfy:1/ws unavailable"
+    assert business.exception.message == "refused http://***@comfy:1"
+    content = json.loads(business.exception.content.json_obj)
+    assert content == {"message": "see ws://***@comfy:1/ws"}

@@ -7,7 +7,12 @@ from pydantic import ValidationError
 
 from comfyui_worker.constants import CompletionMode
 from comfyui_worker.exceptions import ConfigurationError
-from comfyui_worker.settings import Settings
+from comfyui_worker.settings import (
+    LH_SETTING_PREFIXES,
+    STORE_SETTING_PREFIXES,
+    Settings,
+    env_file_variables,
+)
 
 
 @pytest.mark.parametrize("bad", [None, "", "   ", "not a url", "ftp://comfy:8188"])
@@ -137,3 +142,21 @@ def test_bad_tasks_are_a_configuration_error(
     monkeypatch.setenv("COMFYUI_TASKS", value)
     with pytest.raises(ValidationError, match=message):
         Settings(_env_file=None)
+
+
+def test_libraries_variables_come_from_dot_env_under_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "AWS_REGION=eu-west-1\nAWS_ACCESS_KEY_ID=from-file\nGOOGLE_SERVICE_ACCOUNT=/k.json\n"
+        "AZURE_STORAGE_ACCOUNT_NAME=acct\nLHC_API_HOST=lh\nCOMFYUI_TASKS=x\nOTHER=1\n"
+    )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-environment")
+    assert env_file_variables(STORE_SETTING_PREFIXES, env_file) == {
+        "AWS_REGION": "eu-west-1",
+        "GOOGLE_SERVICE_ACCOUNT": "/k.json",
+        "AZURE_STORAGE_ACCOUNT_NAME": "acct",
+    }
+    assert env_file_variables(LH_SETTING_PREFIXES, env_file) == {"LHC_API_HOST": "lh"}
+    assert env_file_variables(STORE_SETTING_PREFIXES, tmp_path / "absent") == {}

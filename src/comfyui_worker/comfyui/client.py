@@ -20,6 +20,7 @@ import httpx
 
 from ..exceptions import ComfyUIError, ProtocolError, ServerError, TransportError
 from ..observability import metrics
+from ..observability.logs import mask_userinfo
 from ..settings import Settings
 from .models import (
     HistoryEntry,
@@ -279,7 +280,7 @@ class ComfyUIClient:
                 return await attempt(n)
             except httpx.TransportError as exc:  # connect/read errors and timeouts
                 error: ComfyUIError = TransportError(
-                    f"{what}: ComfyUI at {self.base_url} unreachable "
+                    f"{what}: ComfyUI at {mask_userinfo(self.base_url)} unreachable "
                     f"({type(exc).__name__}: {exc or 'no detail'})"
                 )
                 cause: BaseException = exc

@@ -20,6 +20,7 @@ from websockets.proxy import get_proxy
 from websockets.uri import parse_uri
 
 from ..exceptions import TransportError
+from ..observability.logs import mask_userinfo
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class EventStream:
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise TransportError(
-                f"websocket {self.url} unavailable: {type(exc).__name__}: {exc}"
+                f"websocket {mask_userinfo(self.url)} unavailable: {type(exc).__name__}: {exc}"
             ) from exc
 
     async def next_event(self) -> Event:

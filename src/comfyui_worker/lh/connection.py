@@ -15,7 +15,9 @@ lossy closed (see README, *Surviving LittleHorse restarts*):
 - the SDK starts every task it receives as soon as a slot frees; here a task starts only when
   the process's `Admission` lets it (not while draining, not before ComfyUI answers), and one
   that may not start is reported as a retryable failure without running;
-- a report that fails is retried on the newest channel to that host, not only on the old one.
+- a report that fails is retried on the newest channel to that host, not only on the old one;
+- what a report carries as text (the SDK's traceback of a failure, an exception's message and
+  content, the log output) is redacted first, as a log line would be.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from littlehorse.worker import LHConnection, LHTask
 
 from .admission import DRAINING, Admission
 from .claims import Claim, InFlight, Phase, describe_run
-from .errors import not_started_report
+from .errors import not_started_report, redact_report
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +209,7 @@ class SupervisedConnection(LHConnection):  # type: ignore[misc]
     async def _report_task(self, task_result: ReportTaskRun, retries_left: int) -> None:
         """Report, retrying with back-off on the newest channel; a report given up is logged
         with its task run id and status (the SDK's 15 x 2 s then a bare message)."""
+        redact_report(task_result)
         run_id, attempt = task_result.task_run_id, task_result.attempt_number
         name = describe_run(run_id, attempt)
         status = TaskStatus.Name(task_result.status)

@@ -12,12 +12,13 @@ claimed task the worker does not start at all (draining, ComfyUI not answering) 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from littlehorse import to_variable_value
 from littlehorse.exceptions import LHTaskException
 from littlehorse.model import LHErrorType, LHTaskError, ReportTaskRun, ScheduledTask, TaskStatus
 
-from ..bounds import MAX_MESSAGE_BYTES, bound_details, serialized_size, truncate
+from ..bounds import MAX_MESSAGE_BYTES, bound_details, off_loop, serialized_size, truncate
 from ..constants import DEFAULT_MAX_RESULT_BYTES, DEFAULT_RETRYABLE_EXECUTION_ERRORS, ExceptionName
 from ..exceptions import (
     BrokenTemplateError,
@@ -36,6 +37,7 @@ from ..exceptions import (
     UnknownTemplateError,
     UnsafeOutputPathError,
 )
+from ..observability.logs import redact
 
 # Most specific first: MissingNodeError is a PromptValidationError.
 BUSINESS_EXCEPTIONS: tuple[tuple[type[ComfyUIWorkerError], ExceptionName], ...] = (
@@ -87,8 +89,22 @@ def to_lh_exception(
 ) -> LHTaskException:
     """The business exception, message and content cut to fit what LittleHorse stores
     (`max_bytes`: Settings.max_result_bytes, shared by the two)."""
+    return _bounded(exc, exc.details(), name, max_bytes)
+
+
+async def lh_exception(
+    exc: ComfyUIWorkerError, name: ExceptionName, *, max_bytes: int = DEFAULT_MAX_RESULT_BYTES
+) -> LHTaskException:
+    """`to_lh_exception`, in a worker thread when the exception's content is large."""
+    details = exc.details()
+    return await off_loop(details, lambda: _bounded(exc, details, name, max_bytes))
+
+
+def _bounded(
+    exc: ComfyUIWorkerError, details: dict[str, Any], name: ExceptionName, max_bytes: int
+) -> LHTaskException:
     message = truncate(str(exc), min(MAX_MESSAGE_BYTES, max_bytes // 4))
-    content = bound_details(exc.details(), max_bytes - serialized_size(message))
+    content = bound_details(details, max_bytes - serialized_size(message))
     # The SDK needs a VariableValue here: a raw dict fails inside its except block, no
     # report is sent and the worker slot leaks.
     return LHTaskException(name.value, message, to_variable_value(content))
@@ -108,3 +124,17 @@ def not_started_report(task: ScheduledTask, reason: str) -> ReportTaskRun:
     )
     report.time.GetCurrentTime()
     return report
+
+
+def redact_report(report: ReportTaskRun) -> None:
+    """Credentials out of what LittleHorse stores for an attempt (its TASK_FAILED message is
+    the whole traceback, chained exceptions' messages included)."""
+    if report.HasField("error"):
+        report.error.message = redact(report.error.message)
+    if report.HasField("exception"):
+        report.exception.message = redact(report.exception.message)
+        if report.exception.content.HasField("json_obj"):
+            # Masks and *** hold no JSON syntax: the content stays valid JSON.
+            report.exception.content.json_obj = redact(report.exception.content.json_obj)
+    if report.HasField("log_output") and report.log_output.HasField("str"):
+        report.log_output.str = redact(report.log_output.str)

@@ -11,7 +11,7 @@ from typing import Any
 
 from littlehorse.worker import WorkerContext
 
-from ..bounds import LogBudget, bound_result
+from ..bounds import LogBudget, bound_result, off_loop
 from ..comfyui.models import PromptTag
 from ..constants import JobOutcome
 from ..exceptions import ComfyUIWorkerError
@@ -23,7 +23,7 @@ from ..observability.progress import Progress
 from ..observability.recorder import RecordingObserver
 from ..runner import Media, run_job, run_workflow
 from ..settings import Settings
-from .errors import business_name, to_lh_exception
+from .errors import business_name, lh_exception
 from .identity import JobIdentity, JobScope
 
 # (workflow | job | template, params, ..., ctx) -> result; the SDK reads the TaskDef's
@@ -81,7 +81,7 @@ def make_task_function(
                 observer=observer,
                 tag=job.tag,
             )
-            return _finished(result, executor.settings)
+            return await _finished(result, executor.settings)
 
     return execute_comfyui_workflow
 
@@ -145,7 +145,7 @@ def _job_runner(
                 observer=observer,
                 tag=job.tag,
             )
-            return _finished(result, executor.settings)
+            return await _finished(result, executor.settings)
 
     return run
 
@@ -188,7 +188,7 @@ async def _task_run(
         name = business.value if business else type(exc).__name__
         if business is not None:
             outcome = JobOutcome.BUSINESS_EXCEPTION
-            raise to_lh_exception(exc, business, max_bytes=settings.max_result_bytes) from exc
+            raise await lh_exception(exc, business, max_bytes=settings.max_result_bytes) from exc
         raise
     except asyncio.CancelledError:
         outcome, name = JobOutcome.CANCELLED, "CancelledError"
@@ -200,9 +200,9 @@ async def _task_run(
         observer.close(outcome, name)
 
 
-def _finished(result: dict[str, Any], settings: Settings) -> dict[str, Any]:
+async def _finished(result: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """A successful job's result as LittleHorse gets it: its delivered files counted (the
     manifest has sizes), then bounded to what LittleHorse stores."""
     files = result.get("files", [])
     metrics.record_delivered(len(files), sum(int(f.get("size", 0)) for f in files))
-    return bound_result(result, settings.max_result_bytes)
+    return await off_loop(result, lambda: bound_result(result, settings.max_result_bytes))

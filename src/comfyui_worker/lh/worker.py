@@ -16,11 +16,13 @@ from littlehorse.worker import WorkerContext
 
 from ..constants import JOB_TASK_NAME, TASK_NAME, TEMPLATE_TASK_NAME
 from ..execution import Executor
+from ..media.store import check_output_store
 from ..observability.health import open_health_server
-from ..observability.logs import REDACTED, flush_logs
+from ..observability.logs import flush_logs
 from ..runner import Media
-from ..settings import Settings, is_secret_name, lh_settings_from_env_file
+from ..settings import Settings
 from ..templates import TemplateStore
+from .config import describe_lh_config, lh_config
 from .identity import JobIdentity, JobScope
 from .readiness import ComfyUIReadiness
 from .supervisor import Supervisor
@@ -33,8 +35,6 @@ from .task import (
 
 log = logging.getLogger(__name__)
 
-NUM_WORKER_THREADS = "LHW_NUM_WORKER_THREADS"
-
 
 class TaskDefError(RuntimeError):
     """The TaskDef cannot be served as it is; the message says what to do."""
@@ -46,23 +46,6 @@ class TaskDefConflictError(TaskDefError):
 
 class TaskDefMissingError(TaskDefError):
     """LittleHorse refused to create the TaskDef and it does not exist."""
-
-
-def lh_config(settings: Settings) -> LHConfig:
-    """The SDK's config from LHC_*/LHW_* variables, sized to the GPU when not set.
-
-    The SDK reads only the process environment, so the LHC_*/LHW_* lines of `.env` are
-    passed to it here; load() layers the environment over what it is given, so a real
-    variable still wins over `.env`, and both over our default.
-
-    The SDK's LHW_NUM_WORKER_THREADS (default 8) is how many claimed tasks may run at once
-    per LittleHorse host, here for all served TaskDefs together (`ClaimSlots`), plus one
-    poll outstanding per TaskDef. Claimed tasks beyond COMFYUI_MAX_IN_FLIGHT would only wait
-    here while other GPUs idle, so it defaults to it.
-    """
-    config = LHConfig()
-    config.load({NUM_WORKER_THREADS: str(settings.max_in_flight), **lh_settings_from_env_file()})
-    return config
 
 
 def task_functions(
@@ -85,14 +68,6 @@ def task_functions(
 def template_store(executor: Executor) -> TemplateStore:
     """The templates of COMFYUI_TEMPLATES_DIR, `choices: comfyui` asked of this ComfyUI."""
     return TemplateStore(executor.settings.templates_dir, object_info=executor.client.object_info)
-
-
-def describe_lh_config(config: LHConfig) -> str:
-    """`KEY=value, ...` with every credential masked (the SDK masks only some)."""
-    pairs = (line.partition("=") for line in str(config).splitlines())
-    return ", ".join(
-        f"{key}={REDACTED if is_secret_name(key) else value}" for key, _, value in sorted(pairs)
-    )
 
 
 def register(config: LHConfig, task: TaskFunction, name: str = TASK_NAME) -> str:
@@ -200,7 +175,9 @@ async def serve(settings: Settings, config: LHConfig | None = None) -> None:
         health = open_health_server(settings, supervisor, asyncio.get_running_loop())
         if health is not None:
             health.start()
-            log.info("health server on http://%s:%d", settings.worker_health_host, health.port)
+            log.info("health server on %s", health.url)
+        # Before any task: one that cannot be delivered would fail after its GPU work.
+        await check_output_store(settings, media.stores)
         # The SDK refuses to start without the TaskDefs; creating them here (idempotent) also
         # turns a conflicting one into a clear error instead of the SDK's signature mismatch.
         for line in await asyncio.to_thread(register_all, config, tasks):

@@ -2,10 +2,12 @@
 
 Credentials, region and endpoint come from the standard variables (AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP;
-GOOGLE_* and AZURE_* for gs:// and az://), read by obstore itself, which also follows the
-rest of each cloud's credential chain (web identity, instance metadata). Error messages name
-the bucket and the store's error code, never a credential. Inputs are read only from the
-stores the input guard allows (`fetch.InputGuard.store_location`).
+GOOGLE_* and AZURE_* for gs:// and az://), read by obstore itself from the process
+environment (those only in `.env` are put there first), which also follows the rest of each
+cloud's credential chain (web identity, instance metadata). Error messages name the bucket
+and the store's error code, never a credential. Inputs are read only from the stores the
+input guard allows (`fetch.InputGuard.store_location`). `check_output_store` tries the output
+store once at start, so that a store that cannot work stops `serve` before any GPU work.
 
 obstore is imported on first use (about 4 MB of resident memory): a worker none of whose jobs
 touch a store never loads it.
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,18 +26,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import (
+    ConfigurationError,
     InputFetchError,
     InvalidInputError,
     OutputStoreDeniedError,
     OutputStoreError,
 )
-from ..settings import Settings
+from ..settings import STORE_SETTING_PREFIXES, Settings, env_file_variables
 from ..streams import FileSink, HashingReader
 from .fetch import InputGuard, shown
 from .location import Location as Location  # re-exported: upload targets are built from it
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
+
+log = logging.getLogger(__name__)
 
 # Uploads in flight per file: with `part_bytes` parts this bounds the memory one upload uses.
 UPLOAD_CONCURRENCY = 2
@@ -49,6 +56,30 @@ DENIED_CODES = (
     "InvalidToken",
     "ExpiredToken",
 )
+# Where each store's credentials come from, to name them when a store cannot be used. With
+# none of them set, obstore asks the cloud's metadata service, which answers only there.
+CREDENTIAL_VARIABLES = {
+    "s3": (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    ),
+    "gs": (
+        "GOOGLE_SERVICE_ACCOUNT",
+        "GOOGLE_SERVICE_ACCOUNT_KEY",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+    ),
+    "az": (
+        "AZURE_STORAGE_ACCOUNT_KEY",
+        "AZURE_STORAGE_SAS_KEY",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_FEDERATED_TOKEN_FILE",
+    ),
+}
+# Asked for at start; it need not exist: any answer of the store proves the credentials.
+CHECK_KEY = ".comfyui-worker-start-check"
 
 
 class UploadCancelled(Exception):
@@ -82,6 +113,8 @@ class ObjectStores:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ObjectStores:
+        # obstore reads only the process environment, where `.env` is not.
+        os.environ.update(env_file_variables(STORE_SETTING_PREFIXES))
         return cls(
             timeout=settings.store_timeout,
             retries=settings.retries,
@@ -215,6 +248,40 @@ class ObjectStores:
             )
             raise cls(str(error), input_name=name, rule="uri") from exc
         return sink.size, sink.sha256
+
+
+async def check_output_store(settings: Settings, stores: ObjectStores) -> None:
+    """Ask COMFYUI_OUTPUT_STORE for an object once; a ConfigurationError naming what is
+    missing if no answer comes (no credentials, no such endpoint). Refused access is only a
+    warning: credentials that may write but not read are enough for delivery."""
+    if settings.output_store is None:
+        return
+    import obstore
+    from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
+
+    where = Location.parse(settings.output_store)
+    unanswered: tuple[type[Exception], ...] = (*store_errors(), ValueError, TimeoutError)
+    try:
+        async with asyncio.timeout(settings.store_timeout):
+            store = stores.store(where.scheme, where.bucket)
+            await obstore.head_async(store, f"{where.key}/{CHECK_KEY}".lstrip("/"))
+    except FileNotFoundError:
+        return  # an answer: the credentials resolved
+    except (PermissionDeniedError, UnauthenticatedError, PermissionError) as exc:
+        log.warning("COMFYUI_OUTPUT_STORE=%s: %s", settings.output_store, _first_line(exc))
+        return
+    except unanswered as exc:
+        names = CREDENTIAL_VARIABLES.get(where.scheme, ())
+        hint = (
+            f"none of {', '.join(names)} is set (in the environment or .env), and no other "
+            "credentials were found"
+            if not any(os.environ.get(name) for name in names)
+            else "check its endpoint and credentials"
+        )
+        raise ConfigurationError(
+            f"COMFYUI_OUTPUT_STORE={settings.output_store}: the store does not answer "
+            f"({_first_line(exc)}); {hint}"
+        ) from exc
 
 
 def store_errors() -> tuple[type[Exception], ...]:

@@ -4,6 +4,9 @@ It runs in a daemon thread (the stdlib's ThreadingHTTPServer: no web framework i
 memory) and never touches the event loop's state except through thread-safe reads: the
 readiness source's flags, the metrics registry and the jobs board. /healthz proves the loop
 still answers by scheduling a no-op on it with a short timeout.
+
+It binds IPv4, IPv6 or a host name, and idle or slow clients cannot lock probes out
+(`http_server`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import logging
 import threading
 from collections.abc import Iterable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -24,6 +26,13 @@ from prometheus_client.registry import Collector
 from ..exceptions import ConfigurationError
 from ..settings import Settings
 from . import metrics
+from .http_server import (
+    MAX_CONNECTIONS,
+    REQUEST_TIMEOUT,
+    CappedHTTPServer,
+    CappedRequestHandler,
+    url_host,
+)
 from .progress import JOBS, JobBoard
 
 log = logging.getLogger(__name__)
@@ -94,13 +103,14 @@ class HealthServer:
         loop: asyncio.AbstractEventLoop,
         *,
         board: JobBoard = JOBS,
+        max_connections: int = MAX_CONNECTIONS,
+        request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         self.readiness = readiness
         self.loop = loop
         self.board = board
         self.collector = ReadinessCollector(readiness)
-        self._httpd = ThreadingHTTPServer((host, port), _Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = CappedHTTPServer(host, port, _Handler, max_connections, request_timeout)
         self._httpd.health = self  # type: ignore[attr-defined]
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="health-server", daemon=True
@@ -109,6 +119,10 @@ class HealthServer:
     @property
     def port(self) -> int:
         return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{url_host(self._httpd.host)}:{self.port}"
 
     def start(self) -> None:
         metrics.REGISTRY.register(self.collector)
@@ -148,10 +162,8 @@ class HealthServer:
         return status, {"ready": not failed, "failed": failed, "checks": checks}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(CappedRequestHandler):
     server_version = "comfyui-worker"
-    # Probes arrive every few seconds; a socket left half-open must not hold a thread long.
-    timeout = 10
 
     def do_GET(self) -> None:
         health: HealthServer = self.server.health  # type: ignore[attr-defined]
@@ -200,6 +212,6 @@ def open_health_server(
     except OSError as exc:
         raise ConfigurationError(
             f"COMFYUI_WORKER_HEALTH_PORT={port} / COMFYUI_WORKER_HEALTH_HOST={host}: cannot "
-            f"listen on {host}:{port} for the health server ({exc.strerror or exc}); choose "
-            "a free port, or 0 to turn the health server off"
+            f"listen on {url_host(host)}:{port} for the health server "
+            f"({exc.strerror or exc}); choose a free port, or 0 to turn the health server off"
         ) from exc

@@ -2,7 +2,9 @@
 
 The job's identifiers ride in a context variable that the task sets, so every record written
 while a job runs (ours, httpx's, the SDK's) carries them. Every formatted record passes the
-redactor: credential values from the environment or `.env` never reach a log, at any level.
+redactor: credential values from the environment or `.env`, and the user-info of any URL
+(`http://user:password@host`), never reach a log, at any level. Error messages the process
+hands out (to LittleHorse, on stderr) pass the same redactor through `redact`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextvars
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -31,6 +34,9 @@ JOB_FIELDS = ("prompt_id", "tenant", "wf_run_id", "task_run_id", "attempt")
 # Shorter values are not credentials worth the risk of blanking ordinary words.
 MIN_SECRET_LENGTH = 4
 REDACTED = "***"
+# The user-info of a URL: from `://` to the last `@` before the host (a password may hold an
+# unescaped `@`), stopping at whatever cannot be in an authority or ends a quoted URL.
+_USERINFO = re.compile(r"(?<=://)[^\s/?#\"'<>\\]*@")
 
 _job: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
     "job", default=MappingProxyType({})
@@ -59,6 +65,13 @@ def secret_values(
     return sorted(found, key=len, reverse=True)
 
 
+def mask_userinfo(text: str) -> str:
+    """`text` with the user-info of every URL in it masked: `http://***@comfy:8188`."""
+    if "@" not in text or "://" not in text:
+        return text
+    return _USERINFO.sub(REDACTED + "@", text)
+
+
 class Redactor:
     def __init__(self, secrets: Iterable[str]) -> None:
         self.secrets = tuple(secrets)
@@ -67,7 +80,17 @@ class Redactor:
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
-        return text
+        return mask_userinfo(text)
+
+
+# The redactor of the logs configured last; until then, URLs are masked all the same.
+_redactor = Redactor(())
+
+
+def redact(text: str) -> str:
+    """`text` as the logs would show it: for error messages that leave the process by
+    another way (LittleHorse's report, the CLI's stderr)."""
+    return _redactor(text)
 
 
 class TextFormatter(logging.Formatter):
@@ -144,10 +167,11 @@ def configure_logging(
 ) -> None:
     """Install (or replace) our one root handler, on stderr in the chosen format. Handlers
     others installed (a test runner's capture) stay."""
-    redact = Redactor(secret_values())
+    global _redactor
+    _redactor = Redactor(secret_values())
     handler = _OurHandler(stream or sys.stderr)
     handler.setFormatter(
-        JsonFormatter(redact) if log_format is LogFormat.JSON else TextFormatter(redact)
+        JsonFormatter(_redactor) if log_format is LogFormat.JSON else TextFormatter(_redactor)
     )
     root = logging.getLogger()
     for old in root.handlers[:]:

@@ -10,11 +10,12 @@ import urllib.error
 import urllib.request
 
 from ..settings import Settings
+from .http_server import url_host
 
 TIMEOUT = 5.0
 PATHS = ("/healthz", "/readyz")
-# A server bound to every address is asked on loopback.
-ANY_ADDRESS = {"0.0.0.0", "::", ""}
+# A server bound to every address is asked on loopback (`::` may take IPv6 only).
+LOOPBACK_FOR = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
 
 
 def probe_url(settings: Settings, path: str) -> str | None:
@@ -22,9 +23,8 @@ def probe_url(settings: Settings, path: str) -> str | None:
     if settings.worker_health_port == 0:
         return None
     host = settings.worker_health_host
-    host = "127.0.0.1" if host in ANY_ADDRESS else host
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{settings.worker_health_port}{path}"
+    host = LOOPBACK_FOR.get(host, host)
+    return f"http://{url_host(host)}:{settings.worker_health_port}{path}"
 
 
 def main(argv: list[str] | None = None) -> int:
