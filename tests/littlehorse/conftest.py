@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 from harness import LittleHorseServer, MissingPrerequisite, RealLittleHorse
 from littlehorse.config import LHConfig
 
 _session: list[RealLittleHorse] = []
+_last_user: list[pytest.Item] = []
 
 
 def in_ci() -> bool:
@@ -46,6 +47,7 @@ def real_lh_server(real_lh: RealLittleHorse) -> LittleHorseServer:
     server = real_lh.server
     if not server.running:
         server.start()
+        server.wait_writable()
     return server
 
 
@@ -76,6 +78,23 @@ def real_lh_cluster(real_lh: RealLittleHorse) -> Iterator[RealLittleHorse]:
             real_lh.remove_server(second)
         if not real_lh.server.running:
             real_lh.server.start()
+        real_lh.server.wait_writable()
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m/--lf have deselected what they will
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    users = [item for item in items if item.get_closest_marker("real_littlehorse")]
+    _last_user[:] = users[-1:]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    yield
+    # The JVMs hold ~700 MB and some CPU: free them for the rest of the suite as soon as the
+    # last test that needs them is done, not at the end of the session.
+    if _last_user and item is _last_user[0]:
+        for lh in _session:
+            lh.stop()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

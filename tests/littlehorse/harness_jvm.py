@@ -173,6 +173,16 @@ class JavaProcess:
         return f"--- last {lines} lines of {self.log}\n" + "\n".join(text[-lines:])
 
 
+def guard_group(pgid: int) -> None:
+    """Have the reaper SIGKILL process group `pgid` if we die first (release_group() when it
+    has ended)."""
+    _reaper.watch(pgid)
+
+
+def release_group(pgid: int) -> None:
+    _reaper.forget(pgid)
+
+
 def make_workdir(prefix: str) -> Path:
     """A fresh temp folder, deleted by the reaper if we die before remove_workdir()."""
     folder = Path(tempfile.mkdtemp(prefix=prefix))

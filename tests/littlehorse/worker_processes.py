@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Self
 
 from harness import LittleHorseServer
-from harness_jvm import free_ports
+from harness_jvm import free_ports, guard_group, release_group
 
 from comfyui_mock.handle import MockHandle
 
@@ -82,7 +82,11 @@ class ServeProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                # Its own group, guarded like the JVMs: a test run killed outright must not
+                # leave a worker polling behind.
+                start_new_session=True,
             )
+        guard_group(self._proc.pid)
         return self
 
     def __exit__(
@@ -123,4 +127,5 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+        release_group(self._proc.pid)
         return self._proc.returncode
