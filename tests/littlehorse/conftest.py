@@ -28,12 +28,16 @@ def real_lh() -> Iterator[RealLittleHorse]:
     if they are not in the cache). Without a JDK 25, mvn or the download: skipped, or in CI
     (CI=true) failed, saying what is missing."""
     lh = RealLittleHorse()
+    missing = None
     try:
         lh.start()
     except MissingPrerequisite as exc:
+        missing = str(exc)
+    # Outside the except block, so the report shows the message once, not a chain.
+    if missing is not None:
         if in_ci():
-            pytest.fail(f"the real LittleHorse tests cannot run here: {exc}", pytrace=False)
-        pytest.skip(f"no real LittleHorse: {exc} (with CI=true this fails the run)")
+            pytest.fail(f"the real LittleHorse tests cannot run here: {missing}", pytrace=False)
+        pytest.skip(f"no real LittleHorse: {missing} (with CI=true this fails the run)")
     _session.append(lh)
     try:
         yield lh

@@ -466,6 +466,24 @@ class RealLittleHorse:
         return ", ".join(f"{what} in {seconds:.1f} s" for what, seconds in self.timings.items())
 
 
+_HOW_TO_USE = """
+In another shell, from the repository:
+
+  export LHC_API_HOST={host} LHC_API_PORT={port}
+  uv run comfyui-worker register                 # the TaskDefs
+  uv run python examples/wfspec.py               # the comfyui-generate WfSpec
+  # a worker, here against the mock ComfyUI (or set COMFYUI_BASE_URL to a real one):
+  uv run comfyui-mock --port 8188 --output-dir /tmp/comfy/output \\
+      --temp-dir /tmp/comfy/temp --input-dir /tmp/comfy/input &
+  COMFYUI_BASE_URL=http://127.0.0.1:8188 COMFYUI_OUTPUT_DIR=/tmp/comfy/output \\
+      COMFYUI_TEMP_DIR=/tmp/comfy/temp COMFYUI_INPUT_DIR=/tmp/comfy/input \\
+      uv run comfyui-worker serve
+
+Starting a WfRun without lhctl: see tests/littlehorse/README.md. Ctrl-C here stops the
+server(s) and Kafka and deletes their state.
+"""
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -488,17 +506,7 @@ def _up(servers: int, partitions: int) -> int:
         )
         for server in lh.servers[1:]:
             print(f"server {server.instance_id} on {server.address} (same cluster)")
-        print(
-            "\nIn another shell:\n\n"
-            f"  export LHC_API_HOST={HOST} LHC_API_PORT={first.port}\n"
-            "  uv run comfyui-worker register\n"
-            "  uv run comfyui-mock --port 8188 --output-dir /tmp/mock-out &   # or a real ComfyUI\n"
-            "  COMFYUI_BASE_URL=http://127.0.0.1:8188 COMFYUI_OUTPUT_DIR=/tmp/mock-out \\\n"
-            "    uv run comfyui-worker serve\n"
-            "  uv run python examples/wfspec.py\n\n"
-            "Ctrl-C stops the server(s) and Kafka and deletes their state.",
-            flush=True,
-        )
+        print(_HOW_TO_USE.format(host=HOST, port=first.port), flush=True)
         while True:
             for server in lh.servers:
                 server.process.check_alive()  # a server that died on its own ends the run

@@ -71,7 +71,7 @@ def pom_artifact(pom: Path) -> tuple[str, str, str]:
 
 
 def find_mvn() -> str:
-    mvn = os.environ.get("REAL_LH_MVN") or shutil.which("mvn")
+    mvn = shutil.which(os.environ.get("REAL_LH_MVN") or "mvn")
     if not mvn:
         raise MissingPrerequisite(
             "Maven (mvn) is not on PATH; it fetches the LittleHorse server and Kafka jars from "
@@ -146,6 +146,18 @@ def _locked(root: Path) -> Iterator[None]:
         yield
 
 
+def _maven_errors(output: str) -> str:
+    """Maven's own error lines: what failed, without the help text it prints after them."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in output.splitlines()]
+    errors: list[str] = []
+    for line in lines:
+        if line.strip() == "[ERROR]" and errors:
+            break
+        if line.startswith("[ERROR] "):
+            errors.append(line)
+    return "\n".join(errors or lines[-20:])
+
+
 def fetch(pom: Path, root: Path | None = None) -> Jars:
     """The jars `pom` lists, from the cache or fetched now with mvn."""
     root = root or cache_root()
@@ -177,13 +189,15 @@ def fetch(pom: Path, root: Path | None = None) -> Jars:
                 done = subprocess.run(
                     command, capture_output=True, text=True, timeout=FETCH_TIMEOUT, cwd=scratch
                 )
+            except OSError as exc:
+                raise MissingPrerequisite(f"cannot run {mvn}: {exc}") from exc
             except subprocess.TimeoutExpired as exc:
                 raise MissingPrerequisite(
                     f"mvn did not fetch {name} within {FETCH_TIMEOUT:.0f} s (Maven Central "
                     "unreachable?)"
                 ) from exc
             if done.returncode != 0 or not out.is_dir():
-                tail = "\n".join((done.stdout + done.stderr).splitlines()[-25:])
+                tail = _maven_errors(done.stdout + done.stderr)
                 raise MissingPrerequisite(
                     f"mvn could not fetch {name} from Maven Central (exit {done.returncode}):\n"
                     f"{tail}"
