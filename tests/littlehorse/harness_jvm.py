@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 # Runs in its own session with SIGINT ignored, so a Ctrl-C cannot take it down before the
@@ -76,6 +76,10 @@ class _Reaper:
     def forget_folder(self, folder: Path) -> None:
         self._send(f"-d{folder}\n")
 
+
+# Everything listens on loopback only; every port is picked free at start.
+HOST = "127.0.0.1"
+START_TIMEOUT = 120.0
 
 _reaper = _Reaper()
 _alive: set[JavaProcess] = set()
@@ -173,6 +177,18 @@ class JavaProcess:
         return f"--- last {lines} lines of {self.log}\n" + "\n".join(text[-lines:])
 
 
+def wait_until(process: JavaProcess, ready: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll `ready()` until it is true; StartupError with the log's tail if the process exits
+    or `timeout` s pass. The seconds it took."""
+    started = time.monotonic()
+    while not ready():
+        process.check_alive()
+        if time.monotonic() - started > timeout:
+            raise StartupError(f"{what} not ready within {timeout:.0f} s\n{process.tail()}")
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
 def guard_group(pgid: int) -> None:
     """Have the reaper SIGKILL process group `pgid` if we die first (release_group() when it
     has ended)."""
@@ -200,7 +216,7 @@ def free_ports(count: int) -> list[int]:
     sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
     try:
         for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
+            sock.bind((HOST, 0))
         return [sock.getsockname()[1] for sock in sockets]
     finally:
         for sock in sockets:
