@@ -98,14 +98,11 @@ def test_a_business_exception_fails_the_wf_run_through_its_handler(
     assert variable(lh_config, wf_run_id, "result") is None
 
 
-@pytest.mark.xfail(
-    strict=True, reason="prompt id collides across WfRuns until the prompt identity fix lands"
-)
 def test_two_wf_runs_of_one_spec_get_their_own_outputs(
     serving: ServeProcess, lh_config: LHConfig
 ) -> None:
-    # The real server names the first task of every WfRun "0-1"; the worker's prompt id is
-    # derived from that alone today, so the second WfRun finds the first one's prompt.
+    # The real server names the first task of every WfRun "0-1": keyed on that alone, the
+    # second WfRun would find the first one's prompt and return its outputs (#20).
     first = variable(lh_config, _finish(lh_config, save_one_image("lh/first"), serving), "result")
     second = variable(lh_config, _finish(lh_config, save_one_image("lh/second"), serving), "result")
 
