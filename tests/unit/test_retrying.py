@@ -8,6 +8,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from comfyui_worker.comfyui.client import DEFAULT_RETRY
+from comfyui_worker.lh.readiness import WARMUP_BACKOFF
+from comfyui_worker.lh.supervised_worker import REGISTER_BACKOFF
 from comfyui_worker.retrying import Backoff, retry
 
 
@@ -83,6 +86,7 @@ def test_a_cap_below_first_wins() -> None:
 def test_hours_of_failures_stay_at_the_cap() -> None:
     # 2 ** 5000 does not fit a float: the failure count of a long outage must not crash.
     assert Backoff(first=0.25, maximum=2.0).delay(5000) == 2.0
+    assert REGISTER_BACKOFF.delay(5000, rand=no_jitter_taken) == 2.0
 
 
 def test_full_jitter_spreads_the_pause_between_zero_and_the_delay() -> None:
@@ -122,6 +126,18 @@ def test_partial_jitter_keeps_the_pause_near_the_delay() -> None:
 def test_nonsense_is_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         Backoff(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_documented_numbers() -> None:
+    """README: registration 0.25 s doubling to 2 s (jittered), warmup 1 s doubling to 30 s,
+    COMFYUI_RETRIES 3 with full-jitter delays from 0.5 s to 10 s."""
+    top = no_jitter_taken
+    assert [REGISTER_BACKOFF.delay(n, rand=top) for n in range(1, 6)] == [0.25, 0.5, 1, 2, 2]
+    assert REGISTER_BACKOFF.delay(4, rand=lambda: 0.999999) == pytest.approx(1.4)
+    assert [WARMUP_BACKOFF.delay(n) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
+    assert WARMUP_BACKOFF.attempts is None and WARMUP_BACKOFF.deadline is None
+    assert DEFAULT_RETRY.attempts == 4 and DEFAULT_RETRY.jitter == 1.0
+    assert [DEFAULT_RETRY.delay(n, rand=top) for n in range(1, 7)] == [0.5, 1, 2, 4, 8, 10]
 
 
 # -- retry --------------------------------------------------------------------------------
