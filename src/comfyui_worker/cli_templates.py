@@ -10,10 +10,11 @@ import json
 import mimetypes
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .comfyui.client import ComfyUIClient, RetryPolicy
+from .comfyui.client import DEFAULT_RETRY, ComfyUIClient
 from .exceptions import ComfyUIError, InvalidJobError
 from .job import Job, parse_job
 from .observability.logs import mask_userinfo
@@ -165,6 +166,8 @@ def _check(catalogue: Catalogue, settings: Settings) -> int:
 async def _object_info(settings: Settings) -> dict[str, Any]:
     # One try: a check should say at once that ComfyUI is not there.
     async with ComfyUIClient(
-        settings.base_url_str, timeout=settings.request_timeout, retry=RetryPolicy(retries=0)
+        settings.base_url_str,
+        timeout=settings.request_timeout,
+        retry=replace(DEFAULT_RETRY, attempts=1),
     ) as client:
         return await client.object_info()

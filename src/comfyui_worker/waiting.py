@@ -127,8 +127,9 @@ class Waiter:
     async def _reconnect(self, pid: str, stream: EventStream, observer: JobObserver) -> bool:
         """Reopen with the same client id (the old socket is gone), so our events resume."""
         await stream.close()
-        for attempt in range(WS_RECONNECT_ATTEMPTS):
-            await asyncio.sleep(self.client.retry.delay(attempt))
+        # A pause before the first try too: the drop is this stream's first failure.
+        for failures in range(1, WS_RECONNECT_ATTEMPTS + 1):
+            await asyncio.sleep(self.client.retry.delay(failures))
             try:
                 await stream.connect()
             except TransportError:

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from pytest_httpx import HTTPXMock
 
-from comfyui_worker.comfyui.client import ComfyUIClient, RetryPolicy
+from comfyui_worker.comfyui.client import ComfyUIClient
 from comfyui_worker.exceptions import (
     MissingNodeError,
     PromptValidationError,
@@ -16,9 +16,10 @@ from comfyui_worker.exceptions import (
     ServerError,
     TransportError,
 )
+from comfyui_worker.retrying import Backoff
 
 BASE = "http://comfy.test:8188"
-NO_WAIT = RetryPolicy(retries=1, backoff_base=0, backoff_max=0)
+NO_WAIT = Backoff(first=0, maximum=0, attempts=2)  # one retry
 
 
 @pytest.fixture
@@ -287,3 +288,8 @@ async def test_health_is_false_when_unreachable(httpx_mock: HTTPXMock) -> None:
     httpx_mock.add_exception(httpx.ConnectError("refused"), is_reusable=True)
     async with ComfyUIClient(BASE, retry=NO_WAIT) as client:
         assert await client.check_health() is False
+
+
+def test_a_request_is_never_retried_without_bound() -> None:
+    with pytest.raises(ValueError, match="bounded number of attempts"):
+        ComfyUIClient(BASE, retry=Backoff(first=0.5, maximum=10.0))

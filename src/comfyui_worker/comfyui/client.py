@@ -1,18 +1,16 @@
 """Async HTTP client for ComfyUI: one pooled httpx.AsyncClient per process.
 
-Requests are retried with exponential backoff and full jitter on connection errors, timeouts
-and 5xx; never on 4xx, which cannot succeed on a second try.
+Requests are retried with exponential backoff and full jitter (`retrying.Backoff`) on
+connection errors, timeouts and 5xx; never on 4xx, which cannot succeed on a second try.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import random
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +19,7 @@ import httpx
 from ..exceptions import ComfyUIError, ProtocolError, ServerError, TransportError
 from ..observability import metrics
 from ..observability.logs import mask_userinfo
+from ..retrying import Backoff, retry
 from ..settings import Settings
 from .models import (
     HistoryEntry,
@@ -38,15 +37,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RetryPolicy:
-    retries: int = 3
-    backoff_base: float = 0.5
-    backoff_max: float = 10.0
-
-    def delay(self, attempt: int) -> float:
-        """Full-jitter backoff: spreads the retries of many workers after a ComfyUI blip."""
-        return random.uniform(0, min(self.backoff_max, self.backoff_base * 2**attempt))
+# Full jitter spreads the retries of many workers after a ComfyUI blip. The numbers are the
+# defaults of COMFYUI_RETRIES (3, after the first try), COMFYUI_BACKOFF_BASE and _MAX.
+DEFAULT_RETRY = Backoff(first=0.5, maximum=10.0, jitter=1.0, attempts=4)
 
 
 class ComfyUIClient:
@@ -57,11 +50,14 @@ class ComfyUIClient:
         base_url: str,
         *,
         timeout: float = 30.0,
-        retry: RetryPolicy | None = None,
+        retry: Backoff = DEFAULT_RETRY,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        if retry.attempts is None:
+            raise ValueError("a ComfyUI request needs a bounded number of attempts")
         self.base_url = base_url.rstrip("/")
-        self.retry = retry or RetryPolicy()
+        self.retry = retry
+        self.retries = retry.attempts - 1
         # A class's OUTPUT_NODE flag is fixed while ComfyUI runs (custom nodes load at start).
         self._output_node_cache: dict[str, bool] = {}
         self._http = httpx.AsyncClient(
@@ -76,10 +72,11 @@ class ComfyUIClient:
         return cls(
             settings.base_url_str,
             timeout=settings.request_timeout,
-            retry=RetryPolicy(
-                retries=settings.retries,
-                backoff_base=settings.backoff_base,
-                backoff_max=settings.backoff_max,
+            retry=replace(
+                DEFAULT_RETRY,
+                first=settings.backoff_base,
+                maximum=settings.backoff_max,
+                attempts=settings.retries + 1,
             ),
             **kwargs,
         )
@@ -274,27 +271,36 @@ class ComfyUIClient:
         *,
         retries: int | None = None,
     ) -> T:
-        retries = self.retry.retries if retries is None else retries
-        for n in range(retries + 1):
+        retries = self.retries if retries is None else retries
+
+        async def once(n: int) -> T:
             try:
                 return await attempt(n)
             except httpx.TransportError as exc:  # connect/read errors and timeouts
-                error: ComfyUIError = TransportError(
+                raise TransportError(
                     f"{what}: ComfyUI at {mask_userinfo(self.base_url)} unreachable "
                     f"({type(exc).__name__}: {exc or 'no detail'})"
-                )
-                cause: BaseException = exc
-            except ServerError as exc:
-                if exc.status_code < 500:
-                    raise
-                error, cause = exc, exc
-            if n == retries:
-                raise error from cause
-            delay = self.retry.delay(n)
+                ) from exc
+
+        def retrying(failures: int, error: Exception, delay: float) -> None:
             metrics.record_http_retry(what)
-            log.warning("%s failed (%s); retry %d/%d in %.2fs", what, error, n + 1, retries, delay)
-            await asyncio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+            log.warning(
+                "%s failed (%s); retry %d/%d in %.2fs", what, error, failures, retries, delay
+            )
+
+        return await retry(
+            once,
+            replace(self.retry, attempts=retries + 1),
+            retry_on=_retryable,
+            on_retry=retrying,
+        )
+
+
+def _retryable(exc: Exception) -> bool:
+    # A 4xx would be answered the same on a second try.
+    return isinstance(exc, TransportError) or (
+        isinstance(exc, ServerError) and exc.status_code >= 500
+    )
 
 
 def _raise_for_status(response: httpx.Response) -> None:

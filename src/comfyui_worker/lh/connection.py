@@ -39,13 +39,16 @@ from littlehorse.model import (
 )
 from littlehorse.worker import LHConnection, LHTask
 
+from ..retrying import Backoff, retry
 from .admission import DRAINING, Admission
 from .claims import Claim, InFlight, Phase, describe_run
 from .errors import not_started_report, redact_report
 
 log = logging.getLogger(__name__)
 
+# 20 tries with pauses of 0.5 s doubling to 5 s: about 80 s, a LittleHorse restart or two.
 REPORT_ATTEMPTS = 20
+REPORT_RETRY_FIRST_DELAY = 0.5
 REPORT_RETRY_MAX_DELAY = 5.0
 REPORT_RPC_TIMEOUT = 10.0
 # The SDK pauses 5 s after an empty poll reply (the server answers empty after a restart).
@@ -216,35 +219,38 @@ class SupervisedConnection(LHConnection):  # type: ignore[misc]
         claim = self._in_flight.get(run_id, attempt)
         if claim is not None:
             claim.phase = Phase.REPORTING
-        stub, delay, error = self._stub, 0.5, ""
+        backoff = Backoff(
+            first=REPORT_RETRY_FIRST_DELAY, maximum=REPORT_RETRY_MAX_DELAY, attempts=REPORT_ATTEMPTS
+        )
+
+        async def report(n: int) -> None:
+            # A retry goes out on the newest channel: the first may be the one that broke.
+            stub = self._stub if n == 0 else self._newest_stub()
+            try:
+                await stub.ReportTask(task_result, timeout=REPORT_RPC_TIMEOUT)
+            except Exception as exc:  # AioRpcError, or a channel closed under us
+                log.warning(
+                    "%s: report %s failed (try %d of %d): %s",
+                    name,
+                    status,
+                    n + 1,
+                    REPORT_ATTEMPTS,
+                    rpc_error_text(exc),
+                )
+                raise
+            if n > 0:
+                log.info("%s: reported %s after %d tries", name, status, n + 1)
+
         try:
-            for attempt_no in range(1, REPORT_ATTEMPTS + 1):
-                try:
-                    await stub.ReportTask(task_result, timeout=REPORT_RPC_TIMEOUT)
-                except Exception as exc:  # AioRpcError, or a channel closed under us
-                    error = rpc_error_text(exc)
-                    log.warning(
-                        "%s: report %s failed (try %d of %d): %s",
-                        name,
-                        status,
-                        attempt_no,
-                        REPORT_ATTEMPTS,
-                        error,
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, REPORT_RETRY_MAX_DELAY)
-                    stub = self._newest_stub()
-                    continue
-                if attempt_no > 1:
-                    log.info("%s: reported %s after %d tries", name, status, attempt_no)
-                return
+            await retry(report, backoff, retry_on=lambda _: True)
+        except Exception as exc:
             log.error(
                 "%s: report %s dropped after %d tries (%s); LittleHorse retries the task "
                 "after its timeout",
                 name,
                 status,
                 REPORT_ATTEMPTS,
-                error,
+                rpc_error_text(exc),
             )
         except asyncio.CancelledError:
             log.error("%s: report %s abandoned at exit", name, status)

@@ -23,6 +23,7 @@ from ..exceptions import ComfyUIError, ComfyUIWorkerError
 from ..execution import Executor
 from ..folders import check_folders
 from ..observability import metrics
+from ..retrying import Backoff, retry
 from ..workflow import load_workflow_file
 from .errors import business_name
 
@@ -33,8 +34,9 @@ log = logging.getLogger(__name__)
 UP_INTERVAL = 1.0
 DOWN_INTERVAL = 0.5
 HEALTH_TIMEOUT = 3.0
-WARMUP_RETRY_BASE = 1.0
-WARMUP_RETRY_MAX = 30.0
+# No bound on the tries: a transient failure (5xx, out of memory) may pass, and nothing is
+# claimed meanwhile.
+WARMUP_BACKOFF = Backoff(first=1.0, maximum=30.0)
 # While ComfyUI stays down, a reminder at most this often.
 QUIET_PERIOD = 30.0
 
@@ -116,31 +118,34 @@ class ComfyUIReadiness:
         """Run the warmup workflow until it succeeds, or fails for good (logged; claims then
         start anyway), retrying transient failures with back-off. False if ComfyUI stopped
         answering meanwhile."""
-        assert self._warmup is not None
-        path = self._settings.warmup_workflow
-        delay = WARMUP_RETRY_BASE
-        while True:
+        warmup, path = self._warmup, self._settings.warmup_workflow
+        assert warmup is not None
+
+        async def run(n: int) -> bool:
+            if n > 0 and not await self._answers():
+                return False
             started = time.monotonic()
             log.info("running the warmup workflow %s", path)
-            try:
-                await self._executor.run(self._warmup)
-            except ComfyUIWorkerError as exc:
-                if business_name(
-                    exc, retryable_execution_errors=self._settings.retryable_execution_errors
-                ):
-                    log.error(
-                        "warmup workflow %s (COMFYUI_WARMUP_WORKFLOW) cannot succeed: %s; "
-                        "claiming tasks without it",
-                        path,
-                        exc,
-                    )
-                    return True
-                log.warning("warmup workflow %s failed: %s; retrying in %.0f s", path, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, WARMUP_RETRY_MAX)
-                if not await self._answers():
-                    return False
-                continue
+            await self._executor.run(warmup)
             self.warmups += 1
             log.info("warmup done in %.1f s", time.monotonic() - started)
             return True
+
+        def retrying(_: int, exc: Exception, delay: float) -> None:
+            log.warning("warmup workflow %s failed: %s; retrying in %.0f s", path, exc, delay)
+
+        try:
+            return await retry(run, WARMUP_BACKOFF, retry_on=self._transient, on_retry=retrying)
+        except ComfyUIWorkerError as exc:
+            log.error(
+                "warmup workflow %s (COMFYUI_WARMUP_WORKFLOW) cannot succeed: %s; "
+                "claiming tasks without it",
+                path,
+                exc,
+            )
+            return True
+
+    def _transient(self, exc: Exception) -> bool:
+        return isinstance(exc, ComfyUIWorkerError) and not business_name(
+            exc, retryable_execution_errors=self._settings.retryable_execution_errors
+        )

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +34,7 @@ from littlehorse.model import (
 )
 from littlehorse.worker import LHTask, LHTaskWorker
 
+from ..retrying import Backoff
 from .admission import Admission
 from .claims import InFlight
 from .connection import SupervisedConnection, rpc_error_text
@@ -44,10 +44,10 @@ log = logging.getLogger(__name__)
 # Host list refresh and connection check while all is well (the SDK: 60 s).
 HEARTBEAT_INTERVAL = 10.0
 REGISTER_TIMEOUT = 5.0
-# Back-off between registration tries while LittleHorse does not answer: the cap bounds how
-# long after LittleHorse is back the worker polls again.
-RETRY_BASE = 0.25
-RETRY_MAX = 2.0
+# Back-off between registration tries while LittleHorse does not answer, and between the
+# streams of a flapping connection: the cap bounds how long after LittleHorse is back the
+# worker polls again; the jitter keeps a fleet of workers from dialling it in step.
+REGISTER_BACKOFF = Backoff(first=0.25, maximum=2.0, jitter=0.3)
 # A stream that ends sooner than this after it opened counts as flapping: back off.
 FLAP_WINDOW = 5.0
 # While LittleHorse is down, a warning at most this often.
@@ -74,14 +74,6 @@ class _Once(logging.Filter):
 _sdk_config_log = logging.getLogger("LHConfig")
 if not any(isinstance(f, _Once) for f in _sdk_config_log.filters):
     _sdk_config_log.addFilter(_Once())
-
-
-def backoff(failures: int) -> float:
-    """Seconds before the next try after `failures` consecutive failures (jittered)."""
-    if failures <= 0:
-        return 0.0
-    delay: float = min(RETRY_MAX, RETRY_BASE * 2 ** (failures - 1))
-    return delay * random.uniform(0.7, 1.0)
 
 
 class ClaimSlots:
@@ -172,7 +164,7 @@ class SupervisedWorker(LHTaskWorker):  # type: ignore[misc]
                     await self._nap(HEARTBEAT_INTERVAL)
                     continue
                 if self._flaps:
-                    await self._nap(backoff(self._flaps))
+                    await self._nap(REGISTER_BACKOFF.delay(self._flaps))
                     if not self.claiming:
                         continue
                 try:
@@ -188,9 +180,9 @@ class SupervisedWorker(LHTaskWorker):  # type: ignore[misc]
                         log.warning(
                             "LittleHorse is not answering (%s); retrying every %.1f s at most",
                             rpc_error_text(exc),
-                            RETRY_MAX,
+                            REGISTER_BACKOFF.maximum,
                         )
-                    await self._nap(backoff(failures))
+                    await self._nap(REGISTER_BACKOFF.delay(failures))
                     continue
                 if failures:
                     log.info(
