@@ -20,20 +20,14 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from .comfyui.client import ComfyUIClient
 from .comfyui.models import HistoryEntry, PromptTag, Submission
 from .constants import JobStatus
-from .exceptions import (
-    ComfyUIError,
-    JobTimeoutError,
-    NodeError,
-    NodeInputError,
-    PromptConflictError,
-)
+from .earlier import check_tag, refused_outputs
+from .exceptions import ComfyUIError, JobTimeoutError, NodeError
 from .folders import locate, still_missing
-from .outputs import KeptFiles, OutputDirs, describe_files, node_order
+from .outputs import KeptFiles, OutputDirs, describe_files
 from .preparing import BeforeSlot, Prepare
 from .preparing import Submittable as _Submittable
 from .results import JobResult, raise_for_outcome
@@ -208,7 +202,7 @@ class Executor:
         # queue, so a prompt finishing between the two reads is seen in one of them.
         queue = await self.client.queue()
         if (position := queue.position(pid)) is not None:
-            _check_tag(pid, job.tag, queue.tags.get(pid))
+            check_tag(pid, job.tag, queue.tags.get(pid))
             # Its events go to the earlier attempt's client id, so watch it by polling.
             observer.note(pid, f"already {position} in ComfyUI; attaching to it")
             entry = await self._waiter.wait_poll(
@@ -219,14 +213,16 @@ class Executor:
                 # deadline, which lands only at the next node boundary. Run it once more.
                 observer.note(pid, "the prompt attached to was interrupted; submitting it again")
                 return None
-            return _Outcome(entry, await self._refused_outputs(prompt, entry), reused=True)
+            return _Outcome(entry, await refused_outputs(self.client, prompt, entry), reused=True)
         finished = await self.client.history(pid)
         if finished is not None:
             # Even a failed entry: resubmitting would replace another job's history.
-            _check_tag(pid, job.tag, finished.tag)
+            check_tag(pid, job.tag, finished.tag)
         if finished is not None and finished.succeeded:
             observer.note(pid, "already finished by an earlier attempt; reusing its outputs")
-            return _Outcome(finished, await self._refused_outputs(prompt, finished), reused=True)
+            return _Outcome(
+                finished, await refused_outputs(self.client, prompt, finished), reused=True
+            )
         return None
 
     async def _submit_and_wait(
@@ -265,35 +261,8 @@ class Executor:
             if stream is not None:
                 self._waiter.sockets.release(stream)
         if submitted.answer_lost:
-            return _Outcome(entry, await self._refused_outputs(prompt, entry))
+            return _Outcome(entry, await refused_outputs(self.client, prompt, entry))
         return _Outcome(entry, submitted.node_errors)
-
-    async def _refused_outputs(
-        self, prompt: dict[str, Any], entry: HistoryEntry
-    ) -> tuple[NodeError, ...]:
-        """The workflow's output nodes ComfyUI left out of `entry`'s run (refused at
-        validation), for a prompt whose POST answer (and its node_errors) we never saw."""
-        accepted = entry.outputs_to_execute
-        if accepted is None:
-            return ()
-        classes = {str(node["class_type"]) for node in prompt.values()}
-        output_classes = await self.client.output_classes(classes)
-        return tuple(
-            NodeError(
-                node_id=node_id,
-                class_type=str(prompt[node_id]["class_type"]),
-                errors=(
-                    NodeInputError(
-                        type="output_not_executed",
-                        message="ComfyUI accepted the prompt without this output: it failed "
-                        "validation when the prompt was submitted",
-                    ),
-                ),
-                dependent_outputs=(node_id,),
-            )
-            for node_id in sorted(prompt, key=node_order)
-            if prompt[node_id]["class_type"] in output_classes and node_id not in accepted
-        )
 
     async def abandon(self, pid: str, why: str) -> None:
         """Stop spending GPU on a job nobody waits for; best effort, bounded.
@@ -307,20 +276,3 @@ class Executor:
                 await self.client.interrupt(pid)
         except (TimeoutError, ComfyUIError) as exc:
             log.warning("could not interrupt prompt %s (%s): %s", pid, why, exc)
-
-
-def _check_tag(pid: str, ours: PromptTag | None, found: PromptTag | None) -> None:
-    """Refuse a prompt under `pid` that is not this job's: a retry's earlier attempt carries
-    the very same tag (same TaskRun, same inputs)."""
-    if ours is None or found == ours:
-        return
-    log.error(
-        "prompt %s in ComfyUI belongs to %s, not to this job %s (digests %s and %s); "
-        "not using its outputs",
-        pid,
-        found.job if found else "an untagged submission",
-        ours.job,
-        found.digest[:12] if found else "none",
-        ours.digest[:12],
-    )
-    raise PromptConflictError(pid, ours=ours.job, theirs=found.job if found else None)
