@@ -65,6 +65,18 @@ def test_env_example_documents_every_setting() -> None:
         assert f"COMFYUI_{name.upper()}=" in example, name
 
 
+def test_the_configuration_doc_lists_every_setting() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    names = set()
+    for line in doc.splitlines():
+        if line.startswith("| `"):
+            # `COMFYUI_BACKOFF_BASE` / `_MAX`: a row may name a pair, the second by its end.
+            first, *more = (part.strip("` ") for part in line.split("|")[1].split("/"))
+            names |= {first, *(first.rsplit("_", 1)[0] + end for end in more)}
+    for name in Settings.model_fields:
+        assert f"COMFYUI_{name.upper()}" in names, name
+
+
 def test_retryable_execution_errors_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "out of memory" in Settings(_env_file=None).retryable_execution_errors
     monkeypatch.setenv("COMFYUI_RETRYABLE_EXECUTION_ERRORS", "out of memory, cuDNN error ,")
