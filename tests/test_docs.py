@@ -31,9 +31,9 @@ def test_every_relative_link_resolves(doc: Path) -> None:
             continue  # http(s), mailto: not ours to check offline
         file, _, anchor = target.partition("#")
         where = (doc.parent / file).resolve() if file else doc
-        if not where.exists():
-            broken.append(target)
-        elif anchor and where.suffix == ".md" and anchor not in anchors(where):
+        if not where.exists() or (
+            anchor and where.suffix == ".md" and anchor not in anchors(where)
+        ):
             broken.append(target)
     assert not broken, broken
 

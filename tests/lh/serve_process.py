@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from comfyui_mock.handle import MockHandle
-from lh.fake_server import FakeLittleHorse
+from comfyui_worker.constants import TASK_NAME
+from lh.fake_server import FakeLittleHorse, TaskReport, decode_report
 
 # A small job that saves one image: the task every process test runs.
 WORKFLOW = {
@@ -69,6 +70,21 @@ async def wait_polling(
                 assert proc.stdout is not None
                 raise AssertionError((await proc.stdout.read()).decode())
             await asyncio.sleep(0.05)
+
+
+async def serve_one_task(
+    fake: FakeLittleHorse, env: dict[str, str], cwd: Path
+) -> tuple[TaskReport, str]:
+    """Start `serve`, run one `execute-comfyui-workflow` task through it (WORKFLOW), stop it:
+    the report and everything the process printed."""
+    proc = await start_serve(env, cwd)
+    try:
+        await wait_polling(proc, fake, TASK_NAME)
+        run_id = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW})
+        report = decode_report(await fake.await_report(run_id, timeout=15))
+    finally:
+        output = await stop_process(proc)
+    return report, output
 
 
 async def stop_process(proc: asyncio.subprocess.Process) -> str:

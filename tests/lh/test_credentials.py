@@ -10,8 +10,12 @@ import pytest
 
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.constants import TASK_NAME
-from lh.fake_server import FakeLittleHorse, decode_report, running_worker
-from lh.serve_process import WORKFLOW, serve_env, start_serve, stop_process, wait_polling
+from lh.fake_server import FakeLittleHorse, running_worker
+from lh.serve_process import (
+    WORKFLOW,
+    serve_env,
+    serve_one_task,
+)
 from lh.test_task_worker import Worker, run_task, settings_for
 
 PASSWORD = "pw-s3cr3t-in-the-url"
@@ -49,13 +53,7 @@ async def test_serve_prints_the_url_masked(
     # Every websocket handshake fails, so the job falls back to polling, and says so.
     comfyui_mock.fail_http(count=1_000, path="/ws")
     env = serve_env(fake, comfyui_mock, COMFYUI_BASE_URL=with_credentials(comfyui_mock.url))
-    proc = await start_serve(env, tmp_path)
-    try:
-        await wait_polling(proc, fake, TASK_NAME)
-        run_id = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW})
-        report = decode_report(await fake.await_report(run_id, timeout=15))
-    finally:
-        output = await stop_process(proc)
+    report, output = await serve_one_task(fake, env, tmp_path)
     assert report.status == "TASK_SUCCESS", report.error_message
     masked = comfyui_mock.url.replace("://", "://***@")
     assert f"ComfyUI {masked}" in output  # the start-up line

@@ -13,7 +13,7 @@ import grpc
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.constants import TASK_NAME
 from lh.fake_server import FakeLittleHorse, decode_report
-from lh.serve_process import serve_env, start_serve, stop_process, wait_polling
+from lh.serve_process import serve_env, serve_one_task, start_serve
 
 WORKFLOW = {
     "1": {
@@ -82,12 +82,6 @@ async def test_serve_with_credentials_that_may_not_write_task_defs(
     )
     assert await register.wait() == 0
     fake.refuse_put_task_def(grpc.StatusCode.PERMISSION_DENIED)
-    proc = await start_serve(env, tmp_path)
-    try:
-        await wait_polling(proc, fake, TASK_NAME)
-        run_id = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW})
-        report = decode_report(await fake.await_report(run_id, timeout=15))
-        assert report.status == "TASK_SUCCESS", report.error_message
-    finally:
-        output = await stop_process(proc)
+    report, output = await serve_one_task(fake, env, tmp_path)
+    assert report.status == "TASK_SUCCESS", report.error_message
     assert "PERMISSION_DENIED" in output and "exists with this worker's signature" in output

@@ -8,8 +8,12 @@ from pathlib import Path
 
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.constants import TASK_NAME
-from lh.fake_server import FakeLittleHorse, decode_report
-from lh.serve_process import WORKFLOW, serve_env, start_serve, stop_process, wait_polling
+from lh.fake_server import FakeLittleHorse
+from lh.serve_process import (
+    serve_env,
+    serve_one_task,
+    start_serve,
+)
 from s3_server import S3, SECRET
 
 
@@ -34,13 +38,7 @@ async def test_store_credentials_from_dot_env_deliver_the_outputs(
     # Were the keys ignored, obstore would ask the instance-metadata service: here, on
     # loopback, where nothing answers.
     env["AWS_METADATA_ENDPOINT"] = "http://127.0.0.1:9"
-    proc = await start_serve(env, tmp_path)
-    try:
-        await wait_polling(proc, fake, TASK_NAME)
-        run_id = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW})
-        report = decode_report(await fake.await_report(run_id, timeout=15))
-    finally:
-        output = await stop_process(proc)
+    report, output = await serve_one_task(fake, env, tmp_path)
     assert report.status == "TASK_SUCCESS", report.error_message
     (uri,) = report.output["outputs"]
     assert uri.startswith(f"s3://{s3.bucket}/jobs/")
