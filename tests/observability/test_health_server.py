@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from comfyui_mock.handle import MockHandle
 from comfyui_worker import __version__
 from comfyui_worker.constants import TASK_NAME
-from lh.fake_server import FakeLittleHorse, decode_report
+from lh.fake_server import FakeLittleHorse, decode_report, task_run_key
 from lh.identities import prompt_id_of
 from observability.serve_health import free_port, serve_env, served
 from observability.workflows import blur_workflow, slow_blur
@@ -218,14 +218,24 @@ async def test_json_logs_carry_the_prompt_id_and_never_a_secret(
     text = serve.log()
     assert SECRET not in text
     records = [json.loads(line) for line in text.splitlines()]
-    assert {"time", "level", "logger", "message"} <= set(records[0])
-    assert any(r["level"] == "DEBUG" for r in records)
-    job = [r for r in records if r.get("prompt_id") == prompt_id_of("g-logs")]
+    assert {"@timestamp", "log.level", "log.logger", "message", "ecs.version"} <= set(records[0])
+    assert any(r["log.level"] == "debug" for r in records)
+    # The worker id the SDK drew (LHW_TASK_WORKER_ID unset) and polled under, on every line
+    # from `serve` on.
+    (handout,) = [h for h in fake.handouts if h.key == task_run_key(run_id)]
+    assert handout.client_id is not None and handout.client_id.startswith("worker-")
+    assert all(r["service.name"] == "comfyui-worker" for r in records)
+    assert all(r["service.version"] == __version__ for r in records)
+    serving = [r for r in records if "service.node.name" in r]
+    assert {r["service.node.name"] for r in serving} == {handout.client_id}
+    assert any("LittleHorse settings" in r["message"] for r in serving)
+    job = [r for r in records if r.get("comfyui.prompt_id") == prompt_id_of("g-logs")]
     assert any("submitted" in r["message"] for r in job)
     assert any("retry 1/1" in r["message"] for r in job)  # httpx-level lines carry it too
-    assert all(r["wf_run_id"] == "g-logs" and r["task_run_id"] == "0-1" for r in job)
-    assert all(r["tenant"] == "default" and r["attempt"] == 0 for r in job)
-    assert all("wf_run_id" in r for r in job)
+    assert all(r["littlehorse.wf_run_id"] == "g-logs" for r in job)
+    assert all(r["littlehorse.task_guid"] == "0-1" for r in job)
+    assert all(r["littlehorse.tenant"] == "default" and r["littlehorse.attempt"] == 0 for r in job)
+    assert all(r["littlehorse.task_def"] == TASK_NAME for r in job)
     assert any("LHC_OAUTH_CLIENT_SECRET=***" in r["message"] for r in records)
 
 

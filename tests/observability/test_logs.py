@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import io
 import json
 import logging
+import re
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from comfyui_worker import __version__
 from comfyui_worker.cli import main
 from comfyui_worker.constants import LogFormat
 from comfyui_worker.observability.logs import (
+    ECS_VERSION,
     Redactor,
     bind_job,
     configure_logging,
+    error_fields,
     flush_logs,
     mask_userinfo,
     redact,
     secret_values,
+    set_worker_id,
 )
 
 SECRET = "s3cr3t-value-that-must-not-leak"
@@ -34,7 +40,14 @@ async def test_json_lines_parse_and_carry_the_jobs_ids(monkeypatch: pytest.Monke
     log = logging.getLogger("comfyui_worker.test")
 
     async def job() -> None:
-        bind_job(prompt_id="p-1", wf_run_id="wf-1", task_run_id="guid-1", attempt=2)
+        bind_job(
+            prompt_id="p-1",
+            wf_run_id="wf-1",
+            task_guid="guid-1",
+            attempt=2,
+            tenant="acme",
+            task_def="run-comfyui-job",
+        )
         log.info("submitted with %s", SECRET)
         try:
             raise RuntimeError(f"token {SECRET} refused")
@@ -47,16 +60,70 @@ async def test_json_lines_parse_and_carry_the_jobs_ids(monkeypatch: pytest.Monke
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [r["message"] for r in lines] == ["submitted with ***", "failed", "between jobs"]
     first, second, third = lines
-    assert first["level"] == "INFO" and first["logger"] == "comfyui_worker.test"
-    assert first["time"].endswith("+00:00") and "T" in first["time"]
-    assert (first["prompt_id"], first["wf_run_id"], first["task_run_id"], first["attempt"]) == (
-        "p-1",
-        "wf-1",
-        "guid-1",
-        2,
-    )
-    assert "RuntimeError: token *** refused" in second["exc_info"]
-    assert "prompt_id" not in third
+    # ecs-logging's order: these three first.
+    assert list(first)[:3] == ["@timestamp", "log.level", "message"]
+    assert first["log.level"] == "info" and first["log.logger"] == "comfyui_worker.test"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["@timestamp"])
+    assert first["ecs.version"] == ECS_VERSION
+    assert (first["service.name"], first["service.version"]) == ("comfyui-worker", __version__)
+    assert first["event.dataset"] == "comfyui-worker.log"
+    assert {k: v for k, v in first.items() if k.startswith(("comfyui.", "littlehorse."))} == {
+        "comfyui.prompt_id": "p-1",
+        "littlehorse.wf_run_id": "wf-1",
+        "littlehorse.task_guid": "guid-1",
+        "littlehorse.attempt": 2,
+        "littlehorse.tenant": "acme",
+        "littlehorse.task_def": "run-comfyui-job",
+    }
+    assert second["log.level"] == "debug"
+    assert second["error.type"] == "RuntimeError"
+    assert second["error.message"] == "token *** refused"
+    assert second["error.stack_trace"].startswith("Traceback (most recent call last):")
+    assert "RuntimeError: token *** refused" in second["error.stack_trace"]
+    assert "error.type" not in first
+    assert third["log.level"] == "warning" and "comfyui.prompt_id" not in third
+    assert SECRET not in stream.getvalue()
+
+
+def test_json_lines_name_the_worker_and_error_fields_given_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COMFYUI_S3_PASSWORD", SECRET)
+    stream = io.StringIO()
+    configure_logging(LogFormat.JSON, stream=stream)
+    log = logging.getLogger("comfyui_worker.x")
+    log.info("before serve knows its id")
+    set_worker_id("gpu-node-7")
+    try:
+        given = error_fields("mypkg.BadThing", f"at http://u:{SECRET}@h/x", code="my-code")
+        log.warning("refused", extra=given)
+    finally:
+        set_worker_id(None)
+    flush_logs()
+    before, after = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert "service.node.name" not in before
+    assert after["service.node.name"] == "gpu-node-7"
+    assert (after["error.type"], after["error.code"]) == ("mypkg.BadThing", "my-code")
+    assert after["error.message"] == "at http://***@h/x"  # every field is redacted
+    assert "error.stack_trace" not in after
+
+
+def test_every_json_field_is_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LHC_OAUTH_CLIENT_SECRET", SECRET)
+    stream = io.StringIO()
+    configure_logging(LogFormat.JSON, stream=stream)
+
+    def job() -> None:
+        bind_job(wf_run_id=f"wf-{SECRET}", prompt_id="http://a:b@c/")
+        logging.getLogger(f"lib.{SECRET}").error("x", stack_info=True)
+
+    contextvars.copy_context().run(job)  # the ids stay out of the tests that follow
+    flush_logs()
+    (entry,) = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert entry["littlehorse.wf_run_id"] == "wf-***"
+    assert entry["comfyui.prompt_id"] == "http://***@c/"
+    assert entry["log.logger"] == "lib.***"
+    assert entry["message"].startswith("x\nStack (most recent call last):")
     assert SECRET not in stream.getvalue()
 
 

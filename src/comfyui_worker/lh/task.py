@@ -25,6 +25,8 @@ from ..runner import Media, run_job, run_workflow
 from ..settings import Settings
 from .errors import business_name, lh_exception
 from .identity import JobIdentity, JobScope
+from .task_logs import install as install_task_log_filter
+from .task_logs import log_business_exception
 
 # (workflow | job | template, params, ..., ctx) -> result; the SDK reads the TaskDef's
 # variables off each function's own signature.
@@ -171,10 +173,14 @@ async def _task_run(
     bind_job(
         prompt_id=prompt_id,
         wf_run_id=observer.wf_run_id,
-        task_run_id=observer.task_run_id,
+        task_guid=observer.task_run_id,
         attempt=observer.attempt,
         tenant=scope.tenant,
+        task_def=ctx.task_def_name,
     )
+    # Here, not at import: whatever reset the logging since, the SDK's echo of this attempt's
+    # exception is filtered.
+    install_task_log_filter()
     observer.log(f"attempt {ctx.attempt_number}: ComfyUI prompt_id {prompt_id}")
     outcome, name = JobOutcome.FAILED, ""
     try:
@@ -188,7 +194,9 @@ async def _task_run(
         name = business.value if business else type(exc).__name__
         if business is not None:
             outcome = JobOutcome.BUSINESS_EXCEPTION
-            raise await lh_exception(exc, business, max_bytes=settings.max_result_bytes) from exc
+            reported = await lh_exception(exc, business, max_bytes=settings.max_result_bytes)
+            log_business_exception(exc, reported)
+            raise reported from exc
         raise
     except asyncio.CancelledError:
         outcome, name = JobOutcome.CANCELLED, "CancelledError"

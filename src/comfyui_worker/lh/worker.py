@@ -18,7 +18,7 @@ from ..constants import JOB_TASK_NAME, TASK_NAME, TEMPLATE_TASK_NAME
 from ..execution import Executor
 from ..media.store import check_output_store
 from ..observability.health import open_health_server
-from ..observability.logs import flush_logs
+from ..observability.logs import flush_logs, set_worker_id
 from ..runner import Media
 from ..settings import Settings
 from ..templates import TemplateStore
@@ -158,6 +158,9 @@ async def serve(settings: Settings, config: LHConfig | None = None) -> None:
     """Run the workers until SIGTERM/SIGINT, then drain (signal handlers need the main
     thread)."""
     config = config or lh_config(settings)
+    # The SDK draws a random id when none is set and keeps it in the config: the one it polls
+    # and registers under.
+    set_worker_id(config.task_worker_id)
     log.debug("LittleHorse settings: %s", describe_lh_config(config))
     executor = Executor(settings, keep_spare_socket=True)
     media = Media(settings, executor.client)

@@ -1,5 +1,10 @@
 """Logging setup: `text` for people, `json` (one object a line) for log collectors.
 
+JSON lines use the field names of the Elastic Common Schema (ECS) as ecs-logging writes
+them, flat keys with dots (`log.level`, `service.name`, `error.stack_trace`), so Filebeat,
+Elastic Agent, Fluent Bit or Vector map them without a parsing rule of ours; the job's ids go
+in namespaces of their own (`comfyui.*`, `littlehorse.*`), as ECS asks of custom fields.
+
 The job's identifiers ride in a context variable that the task sets, so every record written
 while a job runs (ours, httpx's, the SDK's) carries them. Every formatted record passes the
 redactor: credential values from the environment or `.env`, and the user-info of any URL
@@ -26,11 +31,27 @@ from typing import Any, TextIO
 
 from dotenv import dotenv_values
 
+from .. import __version__
 from ..constants import LogFormat
 from ..settings import is_secret_name
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-JOB_FIELDS = ("prompt_id", "tenant", "wf_run_id", "task_run_id", "attempt")
+SERVICE_NAME = "comfyui-worker"
+# The ECS release whose definitions the field names below follow.
+ECS_VERSION = "8.11.0"
+# `bind_job`'s names -> the JSON field of each.
+JOB_FIELDS = MappingProxyType(
+    {
+        "prompt_id": "comfyui.prompt_id",
+        "tenant": "littlehorse.tenant",
+        "wf_run_id": "littlehorse.wf_run_id",
+        "task_guid": "littlehorse.task_guid",
+        "attempt": "littlehorse.attempt",
+        "task_def": "littlehorse.task_def",
+    }
+)
+# The `extra=` key under which a record carries `error.*` fields without a traceback.
+ERROR_FIELDS = "ecs_error"
 # Shorter values are not credentials worth the risk of blanking ordinary words.
 MIN_SECRET_LENGTH = 4
 REDACTED = "***"
@@ -43,13 +64,60 @@ _job: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 )
 
 
-def bind_job(**fields: Any) -> None:
+def bind_job(
+    *,
+    prompt_id: str | None = None,
+    tenant: str | None = None,
+    wf_run_id: str | None = None,
+    task_guid: str | None = None,
+    attempt: int | None = None,
+    task_def: str | None = None,
+) -> None:
     """Add identifiers of the running job to this context's log records (None is skipped)."""
-    _job.set({**_job.get(), **{k: v for k, v in fields.items() if v is not None}})
+    given = {
+        "prompt_id": prompt_id,
+        "tenant": tenant,
+        "wf_run_id": wf_run_id,
+        "task_guid": task_guid,
+        "attempt": attempt,
+        "task_def": task_def,
+    }
+    _job.set({**_job.get(), **{k: v for k, v in given.items() if v is not None}})
 
 
 def job_fields() -> Mapping[str, Any]:
+    """The running job's ids, by `bind_job`'s names."""
     return _job.get()
+
+
+# `service.*` of every JSON line; the worker id only once `serve` knows it.
+_service: dict[str, str] = {"service.name": SERVICE_NAME, "service.version": __version__}
+
+
+def set_worker_id(worker_id: str | None) -> None:
+    """The id this process polls LittleHorse under (`LHW_TASK_WORKER_ID`, or the SDK's
+    random one), as `service.node.name`: ECS's name for one instance of a service. None
+    takes it off."""
+    if worker_id is None:
+        _service.pop("service.node.name", None)
+    else:
+        _service["service.node.name"] = worker_id
+
+
+def error_fields(error_type: str, message: str, code: str | None = None) -> dict[str, Any]:
+    """`extra=` for a record that reports an error without its traceback."""
+    fields = {"error.type": error_type, "error.message": message}
+    if code is not None:
+        fields["error.code"] = code
+    return {ERROR_FIELDS: fields}
+
+
+def type_name(exc: BaseException) -> str:
+    """`package.module.Class`, or the bare name of a builtin: ECS's `error.type`."""
+    cls = type(exc)
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
 
 
 def secret_values(
@@ -103,25 +171,40 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    """time (UTC, ISO 8601), level, logger, message, the job's ids, and exc_info if any."""
+    """One ECS object a line: `@timestamp` (UTC), `log.level`, `log.logger`, `message`,
+    `service.*`, the job's ids, and `error.*` for an exception (see README, *Logs*)."""
 
     def __init__(self, redact: Redactor) -> None:
         super().__init__()
         self.redact = redact
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": self.redact(record.getMessage()),
-        }
-        entry.update(job_fields())
-        if record.exc_info:
-            entry["exc_info"] = self.redact(self.formatException(record.exc_info))
+        when = datetime.fromtimestamp(record.created, UTC)
+        message = record.getMessage()
         if record.stack_info:
-            entry["stack_info"] = self.redact(self.formatStack(record.stack_info))
-        # Again on the line: a secret among the job fields or escaped differently.
+            message = f"{message}\n{self.formatStack(record.stack_info)}"
+        entry: dict[str, Any] = {
+            "@timestamp": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "log.level": record.levelname.lower(),
+            "message": message,
+            "ecs.version": ECS_VERSION,
+            "log.logger": record.name,
+            **_service,
+            "event.dataset": f"{SERVICE_NAME}.log",
+        }
+        entry.update((JOB_FIELDS[k], v) for k, v in job_fields().items() if k in JOB_FIELDS)
+        given = getattr(record, ERROR_FIELDS, None)
+        if isinstance(given, Mapping):
+            entry.update(given)
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            entry["error.type"] = type_name(exc)
+            entry["error.message"] = str(exc)
+            entry["error.stack_trace"] = self.formatException(record.exc_info)
+        for key, value in entry.items():
+            if isinstance(value, str):
+                entry[key] = self.redact(value)
+        # Again on the line: a secret escaped differently in JSON.
         return self.redact(json.dumps(entry, default=str, ensure_ascii=False))
 
 
