@@ -4,10 +4,13 @@ one WARNING line for a business exception, the traceback once for a real failure
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +25,7 @@ from comfyui_worker.observability.logs import configure_logging, flush_logs
 from lh.fake_server import FakeLittleHorse, decode_report, running_worker
 from lh.identities import prompt_id_of
 from mock_settings import settings_for
+from observability.serve_health import served
 
 WORKFLOW = {
     "1": {
@@ -193,3 +197,31 @@ async def test_a_retryable_failure_keeps_its_traceback_once_at_error(
         "g-503",
         prompt_id_of("g-503"),
     )
+
+
+async def test_serve_logs_a_business_exception_once_and_a_failure_with_its_traceback(
+    fake: FakeLittleHorse, failing_node: MockHandle, tmp_path: Path
+) -> None:
+    """The same through `serve` (SupervisedWorker, the CLI's logging), in JSON."""
+    async with served(fake, failing_node, tmp_path, COMFYUI_LOG_FORMAT="json") as serve:
+        bad = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW}, wf_run_id="s-biz")
+        assert decode_report(await fake.await_report(bad, timeout=15)).status == "TASK_EXCEPTION"
+        failing_node.reset_controls()
+        failing_node.fail_http(count=10, path="POST /prompt", status=503)
+        failed = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW}, wf_run_id="s-503")
+        assert decode_report(await fake.await_report(failed, timeout=15)).status == "TASK_FAILED"
+        serve.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15):
+            assert await serve.proc.wait() == 0
+    text = serve.log()
+    assert text.count(TRACEBACK) == 1, text
+    records = [json.loads(line) for line in text.splitlines()]
+    warned = [r for r in records if r.get("error.code")]
+    (business,) = warned
+    assert business["log.level"] == "warning" and "error.stack_trace" not in business
+    assert business["littlehorse.wf_run_id"] == "s-biz"
+    assert f"prompt {prompt_id_of('s-biz')}" in business["message"]
+    assert business["service.node.name"].startswith("worker-")
+    (error,) = [r for r in records if r["log.level"] == "error"]
+    assert error["littlehorse.wf_run_id"] == "s-503" and TRACEBACK in error["error.stack_trace"]
+    assert error["error.type"] == "comfyui_worker.exceptions.ServerError"

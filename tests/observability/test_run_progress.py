@@ -61,7 +61,7 @@ async def test_run_without_a_terminal_logs_progress_lines(
     progress = [r["message"] for r in records if "node 2 (ImageBlur) step" in r["message"]]
     assert 2 <= len(progress) <= 11, progress
     pid = json.loads(out)["prompt_id"]
-    assert all(r["prompt_id"] == pid for r in records if "%" in r["message"])
+    assert all(r["comfyui.prompt_id"] == pid for r in records if "%" in r["message"])
     assert "\r" not in err.decode()  # no bar drawn into a file
 
 
