@@ -9,17 +9,22 @@ import io
 import json
 import logging
 import signal
+import traceback
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from littlehorse.exceptions import LHTaskException
 from littlehorse.worker import LHTaskWorker
 
 from comfyui_mock.handle import MockHandle
 from comfyui_worker.constants import JOB_TASK_NAME, TASK_NAME, LogFormat
+from comfyui_worker.exceptions import InvalidJobError
 from comfyui_worker.execution import Executor
 from comfyui_worker.lh.task import TaskFunction, make_job_task_function, make_task_function
+from comfyui_worker.lh.task_logs import install as install_task_log_filter
+from comfyui_worker.lh.task_logs import log_business_exception
 from comfyui_worker.lh.worker import register
 from comfyui_worker.observability.logs import configure_logging, flush_logs
 from lh.fake_server import FakeLittleHorse, decode_report, running_worker
@@ -225,3 +230,30 @@ async def test_serve_logs_a_business_exception_once_and_a_failure_with_its_trace
     (error,) = [r for r in records if r["log.level"] == "error"]
     assert error["littlehorse.wf_run_id"] == "s-503" and TRACEBACK in error["error.stack_trace"]
     assert error["error.type"] == "comfyui_worker.exceptions.ServerError"
+
+
+def test_the_filter_touches_only_the_sdks_traceback_of_the_exception_being_handled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    install_task_log_filter()
+    marked = LHTaskException("comfyui-invalid-job", "bad")
+    log_business_exception(InvalidJobError("bad"), marked)
+    try:
+        raise marked
+    except LHTaskException:
+        logging.error(traceback.format_exc())  # the SDK's echo: dropped
+        logging.error("Traceback (most recent call last): not this one")  # kept as it is
+        logging.getLogger("other").error(traceback.format_exc())  # not the root logger: kept
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.error(traceback.format_exc())  # no job bound here: no ids
+    shown = [(r.name, r.getMessage().splitlines()[0]) for r in caplog.records]
+    assert shown == [
+        ("comfyui_worker.lh.task_logs", "business exception comfyui-invalid-job "
+         "(LittleHorse does not retry it): bad"),
+        ("root", "Traceback (most recent call last): not this one"),
+        ("other", "Traceback (most recent call last):"),
+        ("root", "task attempt failed: ValueError: boom"),
+    ]  # fmt: skip
+    assert caplog.records[-1].exc_info is not None

@@ -92,6 +92,7 @@ def test_json_lines_name_the_worker_and_error_fields_given_without_a_traceback(
     stream = io.StringIO()
     configure_logging(LogFormat.JSON, stream=stream)
     log = logging.getLogger("comfyui_worker.x")
+    set_worker_id(None)  # as before `serve`; an in-process serve of another test set one
     log.info("before serve knows its id")
     set_worker_id("gpu-node-7")
     try:

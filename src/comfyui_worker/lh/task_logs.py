@@ -57,13 +57,19 @@ def describe_job() -> str:
     return ", ".join(f"{name} {value}" for name, value in parts if value is not None)
 
 
+def _job_prefix() -> str:
+    # Empty before our task bound the job (e.g. the SDK failing to call it).
+    job = describe_job()
+    return f"{job}: " if job else ""
+
+
 def log_business_exception(cause: ComfyUIWorkerError, reported: LHTaskException) -> None:
     """The one line a business exception gets: its LittleHorse name, the job's ids and the
     start of the message LittleHorse stores. `reported` is what the task raises to the SDK."""
     message = short_message(reported.message)
     log.warning(
-        "%s: business exception %s (LittleHorse does not retry it): %s",
-        describe_job(),
+        "%sbusiness exception %s (LittleHorse does not retry it): %s",
+        _job_prefix(),
         reported.exception_name,
         message,
         extra=error_fields(type_name(cause), message, code=reported.exception_name),
@@ -81,9 +87,8 @@ class SdkTaskLogFilter(logging.Filter):
             return True
         if exc in _logged:
             return False
-        job = describe_job()
-        record.msg = "%s: task attempt failed: %s: %s"
-        record.args = (job or "task", type(exc).__name__, short_message(str(exc)))
+        record.msg = "%stask attempt failed: %s: %s"
+        record.args = (_job_prefix(), type(exc).__name__, short_message(str(exc)))
         record.exc_info, record.exc_text = exc_info, None
         return True
 
