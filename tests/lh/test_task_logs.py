@@ -5,6 +5,7 @@ one WARNING line for a business exception, the traceback once for a real failure
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import io
 import json
 import logging
@@ -236,18 +237,23 @@ def test_the_filter_touches_only_the_sdks_traceback_of_the_exception_being_handl
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     install_task_log_filter()
-    marked = LHTaskException("comfyui-invalid-job", "bad")
-    log_business_exception(InvalidJobError("bad"), marked)
-    try:
-        raise marked
-    except LHTaskException:
-        logging.error(traceback.format_exc())  # the SDK's echo: dropped
-        logging.error("Traceback (most recent call last): not this one")  # kept as it is
-        logging.getLogger("other").error(traceback.format_exc())  # not the root logger: kept
-    try:
-        raise ValueError("boom")
-    except ValueError:
-        logging.error(traceback.format_exc())  # no job bound here: no ids
+
+    def log_them() -> None:
+        marked = LHTaskException("comfyui-invalid-job", "bad")
+        log_business_exception(InvalidJobError("bad"), marked)
+        try:
+            raise marked
+        except LHTaskException:
+            logging.error(traceback.format_exc())  # the SDK's echo: dropped
+            logging.error("Traceback (most recent call last): not this one")  # kept as it is
+            logging.getLogger("other").error(traceback.format_exc())  # not the root logger
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.error(traceback.format_exc())  # no job bound here: no ids
+
+    # A context of its own: no job ids that an earlier test bound in this thread.
+    contextvars.Context().run(log_them)
     shown = [(r.name, r.getMessage().splitlines()[0]) for r in caplog.records]
     assert shown == [
         ("comfyui_worker.lh.task_logs", "business exception comfyui-invalid-job "
