@@ -172,7 +172,8 @@ class TextFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     """One ECS object a line: `@timestamp` (UTC), `log.level`, `log.logger`, `message`,
-    `service.*`, the job's ids, and `error.*` for an exception (see README, *Logs*)."""
+    `service.*`, the job's ids, and `error.*` for an exception (docs/observability.md, Logs,
+    lists them)."""
 
     def __init__(self, redact: Redactor) -> None:
         super().__init__()
