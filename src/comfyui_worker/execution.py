@@ -295,8 +295,9 @@ class Executor:
             if prompt[node_id]["class_type"] in output_classes and node_id not in accepted
         )
 
-    async def abandon(self, pid: str, why: str) -> None:
-        """Stop spending GPU on a job nobody waits for; best effort, bounded.
+    async def abandon(self, pid: str, why: str) -> bool:
+        """Stop spending GPU on a job nobody waits for; best effort, bounded. False (and a
+        warning) when ComfyUI could not be told.
 
         Delete first: a prompt that moves from pending to running between the two calls is
         then still interrupted, where the other order would leave it running unwatched.
@@ -307,6 +308,8 @@ class Executor:
                 await self.client.interrupt(pid)
         except (TimeoutError, ComfyUIError) as exc:
             log.warning("could not interrupt prompt %s (%s): %s", pid, why, exc)
+            return False
+        return True
 
 
 def _check_tag(pid: str, ours: PromptTag | None, found: PromptTag | None) -> None:
