@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from .comfyui.client import DEFAULT_RETRY, ComfyUIClient
-from .exceptions import ComfyUIError, InvalidJobError
+from .exceptions import (
+    BrokenTemplateError,
+    ComfyUIError,
+    InvalidJobError,
+    UnknownTemplateError,
+)
 from .job import Job, parse_job
 from .observability.logs import mask_userinfo
 from .settings import Settings
@@ -48,29 +53,46 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--param",
         action="append",
         default=[],
+        type=_key_value,
         metavar="KEY=VALUE",
         help="a template parameter, read by its type (int, float, true/false...); for an "
         "image: a file path, an http(s) URL, an object-store URI or a JSON object",
     )
 
 
+def _key_value(item: str) -> tuple[str, str]:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{item!r}: expected KEY=VALUE")
+    return key, text
+
+
+def usage_problem(args: argparse.Namespace) -> str | None:
+    """What makes `run`'s arguments go together badly, if anything."""
+    if args.template is None and args.workflow is None:
+        return "give a workflow file or --template NAME"
+    if args.template is not None and args.workflow is not None:
+        return "give a workflow file or --template NAME, not both"
+    if args.template is None and args.param:
+        return "--param is for --template runs only"
+    return None
+
+
+def check_templates_dir(settings: Settings) -> None:
+    """A ConfigurationError for a COMFYUI_TEMPLATES_DIR that is not there. The default
+    (./templates) may well be absent, meaning no templates; a folder named is meant to be."""
+    if "templates_dir" in settings.model_fields_set:
+        settings.check_dirs("templates_dir")
+
+
 def template_job(args: argparse.Namespace, settings: Settings) -> Job | None:
     """The job `run --template` stands for, or None for a workflow file."""
     if args.template is None:
-        if args.workflow is None:
-            raise InvalidJobError("give a workflow file or --template NAME")
-        if args.param:
-            raise InvalidJobError("--param is for --template runs only")
         return None
-    if args.workflow is not None:
-        raise InvalidJobError("give a workflow file or --template NAME, not both")
     # Only to read each value by its declared type; binding checks it as for any task.
     template = load_catalogue(settings.templates_dir).templates.get(args.template)
     params: dict[str, Any] = {}
-    for item in args.param:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise InvalidJobError(f"--param {item!r}: expected KEY=VALUE")
+    for key, text in args.param:
         spec = template.params.get(key) if template is not None else None
         if spec is None:
             params[key] = text  # unknown or untyped: binding names the problem
@@ -102,22 +124,26 @@ def image_param(key: str, text: str) -> Any:
         raise InvalidJobError(f"--param {key}: cannot read {path}: {exc.strerror or exc}") from exc
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def run(args: argparse.Namespace, settings: Settings) -> bool:
+    """`templates ...`; False when `check` found problems."""
+    check_templates_dir(settings)
     catalogue = load_catalogue(settings.templates_dir)
     if args.templates_command == "list":
-        return _list(catalogue)
-    if args.templates_command == "show":
-        return _show(catalogue, args.name, as_json=args.json)
-    return _check(catalogue, settings)
+        _list(catalogue)
+    elif args.templates_command == "show":
+        _show(catalogue, args.name, as_json=args.json)
+    else:
+        return _check(catalogue, settings)
+    return True
 
 
-def _list(catalogue: Catalogue) -> int:
+def _list(catalogue: Catalogue) -> None:
     for problem in catalogue.file_problems:
         print(f"warning: {problem.message}", file=sys.stderr)
     names = catalogue.names
     if not names:
         print(f"no templates in {catalogue.directory}")
-        return 0
+        return
     width = max(len(n) for n in names)
     for name in names:
         if (template := catalogue.templates.get(name)) is not None:
@@ -125,26 +151,21 @@ def _list(catalogue: Catalogue) -> int:
         else:
             first = catalogue.broken[name][0].message
             print(f"{name.ljust(width)}  BROKEN: {first} (see `templates check`)")
-    return 0
 
 
-def _show(catalogue: Catalogue, name: str, *, as_json: bool) -> int:
+def _show(catalogue: Catalogue, name: str, *, as_json: bool) -> None:
     if (template := catalogue.templates.get(name)) is None:
         if name in catalogue.broken:
-            for problem in catalogue.broken[name]:
-                print(f"template {name!r}: {problem.message}", file=sys.stderr)
-            return 1
+            raise BrokenTemplateError.of(name, catalogue.broken[name])
         available = ", ".join(sorted(catalogue.templates)) or "none"
-        print(
+        raise UnknownTemplateError(
             f"no template {name!r} in {catalogue.directory} (available: {available})",
-            file=sys.stderr,
+            template=name,
         )
-        return 1
     print(json.dumps(params_schema(template), indent=2) if as_json else describe_template(template))
-    return 0
 
 
-def _check(catalogue: Catalogue, settings: Settings) -> int:
+def _check(catalogue: Catalogue, settings: Settings) -> bool:
     findings = local_findings(catalogue)
     try:
         object_info = asyncio.run(_object_info(settings))
@@ -160,7 +181,7 @@ def _check(catalogue: Catalogue, settings: Settings) -> int:
         f"{len(findings)} problem(s) in {count} template(s) in {catalogue.directory}; {note}",
         file=sys.stderr,
     )
-    return 1 if findings or not catalogue.templates else 0
+    return not findings and bool(catalogue.templates)
 
 
 async def _object_info(settings: Settings) -> dict[str, Any]:

@@ -7,6 +7,7 @@
     │   ├── TransportError .......... unreachable / timed out, after retries
     │   ├── ServerError ............. HTTP 5xx after retries, or an unexpected status
     │   ├── ProtocolError ........... ComfyUI answered something we cannot understand
+    │   │   └── NotComfyUIError ..... ... an HTML page: another server answers at its address
     │   ├── PromptValidationError ... ComfyUI refused the prompt (400 with node_errors)
     │   │   └── MissingNodeError .... ... because a class_type is not installed
     │   ├── ExecutionError .......... a node raised while running (execution_error)
@@ -15,6 +16,7 @@
     │   └── PromptConflictError ..... the prompt under this job's id is another job's
     ├── JobTimeoutError ............. the job deadline passed (also a `TimeoutError`)
     ├── InvalidJobError ............. the job envelope is malformed (unknown key, both/neither...)
+    │   └── WorkflowAsJobError ...... ... it is a bare workflow, not an envelope around one
     ├── InputError .................. an input file of the job cannot be provided
     │   ├── InvalidInputError ....... ... because of the input itself (bad base64, refused URL...)
     │   └── InputFetchError ......... ... because its source failed (unreachable, 5xx): retryable
@@ -25,14 +27,17 @@
     │   ├── OutputTooLargeError ..... the result would carry more than LittleHorse may store
     │   └── OutputStoreError ........ the output store failed (unreachable, 5xx): retryable
     │       └── OutputStoreDeniedError  ... it refused our credentials, or the bucket is missing
-    └── TemplateError ............... a named template cannot be turned into a workflow
-        ├── UnknownTemplateError .... no template of that name (or no templates set up)
-        ├── BrokenTemplateError ..... its manifest entry or workflow file is broken
-        ├── InvalidParamsError ...... the parameters given do not fit its definitions
-        └── TemplatesUnreadableError  a manifest cannot be read now (being rewritten?): retryable
+    ├── TemplateError ............... a named template cannot be turned into a workflow
+    │   ├── UnknownTemplateError .... no template of that name (or no templates set up)
+    │   ├── BrokenTemplateError ..... its manifest entry or workflow file is broken
+    │   ├── InvalidParamsError ...... the parameters given do not fit its definitions
+    │   └── TemplatesUnreadableError  a manifest cannot be read now (being rewritten?): retryable
+    └── LittleHorseError ............ LittleHorse refused a call of `serve` or `register`
+        └── LittleHorseUnreachableError  ... or it never got there (unavailable, timed out)
 
 Which of these retrying cannot fix (bad input, validation, execution, unsafe paths...) is decided
-in one place, `lh.errors`, where they become named LittleHorse business exceptions.
+in one place, `lh.errors`, where they become named LittleHorse business exceptions; the exit
+code of each for the command line, in `cli.EXIT_CODES`.
 """
 
 from __future__ import annotations
@@ -75,6 +80,11 @@ class ServerError(ComfyUIError):
 
 class ProtocolError(ComfyUIError):
     pass
+
+
+class NotComfyUIError(ProtocolError):
+    """ComfyUI's API answers JSON (text/plain for its errors), never a page: whatever answered
+    is another server, or a proxy's own page, at COMFYUI_BASE_URL."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +278,10 @@ class InvalidJobError(ComfyUIWorkerError):
         return {"message": str(self), "errors": self.errors}
 
 
+class WorkflowAsJobError(InvalidJobError):
+    """A workflow given where a job envelope was expected: every node id an unknown key."""
+
+
 class InputError(ComfyUIWorkerError):
     """One input file of a job; `input_name` is its key in the envelope's `inputs`."""
 
@@ -401,3 +415,11 @@ class TemplatesUnreadableError(TemplateError):
     """A manifest cannot be read as a whole right now (most likely a file being rewritten)
     and the templates last read do not answer for this one: whether it exists, and how,
     is unknown until the file can be read, so a later attempt may well succeed."""
+
+
+class LittleHorseError(ComfyUIWorkerError):
+    """A call to LittleHorse failed; `lh.config.rpc_error` says which of these."""
+
+
+class LittleHorseUnreachableError(LittleHorseError):
+    pass

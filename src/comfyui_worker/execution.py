@@ -264,8 +264,9 @@ class Executor:
             return _Outcome(entry, await refused_outputs(self.client, prompt, entry))
         return _Outcome(entry, submitted.node_errors)
 
-    async def abandon(self, pid: str, why: str) -> None:
-        """Stop spending GPU on a job nobody waits for; best effort, bounded.
+    async def abandon(self, pid: str, why: str) -> bool:
+        """Stop spending GPU on a job nobody waits for; best effort, bounded. False (and a
+        warning) when ComfyUI could not be told.
 
         Delete first: a prompt that moves from pending to running between the two calls is
         then still interrupted, where the other order would leave it running unwatched.
@@ -276,3 +277,5 @@ class Executor:
                 await self.client.interrupt(pid)
         except (TimeoutError, ComfyUIError) as exc:
             log.warning("could not interrupt prompt %s (%s): %s", pid, why, exc)
+            return False
+        return True

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .constants import OutputMode
-from .exceptions import InvalidJobError
+from .exceptions import InvalidJobError, WorkflowAsJobError
 
 __all__ = [
     "BoundTemplate",
@@ -145,6 +145,12 @@ def parse_job(value: object) -> Job:
             raise InvalidJobError(f"the job is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise InvalidJobError(f"the job must be a JSON object, got {type(value).__name__}")
+    if _is_workflow(value):
+        message = (
+            "this looks like a ComfyUI workflow, not a job envelope; a job carries it under "
+            '"workflow": {"workflow": {...}, "inputs": {...}}'
+        )
+        raise WorkflowAsJobError(message, errors=[{"field": "(job)", "message": message}])
     try:
         return Job.model_validate(value)
     except ValidationError as exc:
@@ -159,6 +165,15 @@ def job_json_schema() -> dict[str, Any]:
     schema = Job.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return schema
+
+
+def _is_workflow(value: dict[str, Any]) -> bool:
+    """Nodes (API format: each with a class_type) or a UI-format graph, and no envelope key."""
+    if not value or value.keys() & Job.model_fields:
+        return False
+    if "nodes" in value and "links" in value:
+        return True
+    return all(isinstance(node, dict) and "class_type" in node for node in value.values())
 
 
 def _loc(error: Any) -> str:

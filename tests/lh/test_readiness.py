@@ -181,7 +181,7 @@ def test_a_bad_warmup_file_is_a_configuration_error_naming_the_variable(
         path.write_text(json.dumps(content))
     monkeypatch.setenv("COMFYUI_WARMUP_WORKFLOW", str(path))
     monkeypatch.setenv("COMFYUI_MAX_WORKFLOW_BYTES", "1000")
-    assert main(["serve"]) == 1
+    assert main(["serve"]) == 3
     err = capsys.readouterr().err
     assert "invalid configuration: COMFYUI_WARMUP_WORKFLOW:" in err and problem in err
 

@@ -59,7 +59,7 @@ def test_conflicting_task_def_is_a_clear_error(
         return workflow
 
     littlehorse.create_task_def(older, TASK_NAME, fake.config())
-    assert main(["register"]) == 1
+    assert main(["register"]) == 3
     err = capsys.readouterr().err
     assert "already exists with a different signature" in err
     assert "(workflow: STR) -> STR" in err and "(workflow: JSON_OBJ) -> JSON_OBJ" in err
@@ -70,7 +70,7 @@ def test_unreachable_littlehorse_is_reported(
 ) -> None:
     monkeypatch.setenv("LHC_API_HOST", "127.0.0.1")
     monkeypatch.setenv("LHC_API_PORT", "9")
-    assert main(["register"]) == 1
+    assert main(["register"]) == 5
     assert "cannot register the TaskDef" in capsys.readouterr().err
 
 
@@ -90,7 +90,7 @@ def test_refused_put_without_a_task_def_is_a_clear_error(
     fake: FakeLittleHorse, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake.refuse_put_task_def(grpc.StatusCode.PERMISSION_DENIED)
-    assert main(["register"]) == 1
+    assert main(["register"]) == 3
     err = capsys.readouterr().err
     assert f"cannot create TaskDef {TASK_NAME!r}: LittleHorse answered PERMISSION_DENIED" in err
     assert "does not exist yet" in err and TASK_NAME not in fake.task_defs
@@ -104,7 +104,7 @@ def test_refused_put_with_another_signature_is_a_conflict(
 
     littlehorse.create_task_def(older, TASK_NAME, fake.config())
     fake.refuse_put_task_def(grpc.StatusCode.PERMISSION_DENIED)
-    assert main(["register"]) == 1
+    assert main(["register"]) == 3
     assert "already exists with a different signature" in capsys.readouterr().err
 
 

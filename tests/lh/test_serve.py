@@ -68,7 +68,7 @@ async def test_serve_fails_clearly_when_littlehorse_is_unreachable(
     proc = await start_serve(env, tmp_path)
     async with asyncio.timeout(30):
         out, _ = await proc.communicate()
-    assert proc.returncode == 1
+    assert proc.returncode == 5  # unavailable: a supervisor's retry may find it
     assert b"comfyui-worker: error:" in out and b"UNAVAILABLE" in out
 
 

@@ -66,7 +66,7 @@ async def test_a_store_without_credentials_stops_serve_before_any_task(
     async with asyncio.timeout(30):
         out, _ = await proc.communicate()
     output = out.decode()
-    assert proc.returncode == 1, output
+    assert proc.returncode == 3, output
     (line,) = [line for line in output.splitlines() if "error:" in line]
     assert line.startswith(f"comfyui-worker: error: COMFYUI_OUTPUT_STORE=s3://{s3.bucket}/jobs")
     assert "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY" in line and "Traceback" not in output

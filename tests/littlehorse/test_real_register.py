@@ -61,7 +61,7 @@ def test_a_task_def_with_another_signature_is_refused_with_advice(
     _task_def(lh_config, TASK_NAME)  # committed, so register sees it
 
     done = run_cli("register", env=worker_env(real_lh_server, lh_tenant), cwd=tmp_path)
-    assert done.returncode == 1
+    assert done.returncode == 3
     # The last line: the SDK logs a warning about the plaintext channel first.
     assert done.stderr.strip().splitlines()[-1] == (
         f"comfyui-worker: error: TaskDef {TASK_NAME!r} already exists with a different "

@@ -253,7 +253,7 @@ async def test_a_health_port_in_use_is_a_clear_error(
         )  # fmt: skip
         async with asyncio.timeout(30):
             out, _ = await proc.communicate()
-    assert proc.returncode == 1
+    assert proc.returncode == 3
     message = out.decode()
     assert f"COMFYUI_WORKER_HEALTH_PORT={port}" in message and "cannot listen" in message
     assert TASK_NAME not in fake.task_defs  # refused before touching LittleHorse

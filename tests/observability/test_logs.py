@@ -261,7 +261,7 @@ def test_bad_observability_settings_name_the_variable(
     expected: str,
 ) -> None:
     monkeypatch.setenv(name, value)
-    assert main(["serve"]) == 1
+    assert main(["serve"]) == 3
     err = capsys.readouterr().err
     assert "comfyui-worker: error: invalid configuration: " in err and expected in err
     assert repr(value) in err

@@ -84,8 +84,8 @@ strict:
 
 @pytest.mark.usefixtures("offline")
 def test_show_an_unknown_template(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["templates", "show", "nope"]) == 1
-    assert "no template 'nope'" in capsys.readouterr().err
+    assert main(["templates", "show", "nope"]) == 4
+    assert "comfyui-worker: error: no template 'nope'" in capsys.readouterr().err
 
 
 def test_check_the_examples_against_the_mock(
@@ -209,14 +209,29 @@ def test_run_a_template_with_an_image_file(
         ),
         (["--template", "nope"], "UnknownTemplateError: template 'nope': no such template"),
         (["--template", "invert", "--param", "photo=/no/such.png"], "cannot read /no/such.png"),
-        (["--template", "solid", "--param", "caption"], "--param 'caption': expected KEY=VALUE"),
-        ([], "give a workflow file or --template NAME"),
-        (["x.json", "--template", "solid"], "not both"),
-        (["x.json", "--param", "a=1"], "--param is for --template runs only"),
     ],
 )
 def test_run_template_mistakes(
     in_tmp: Path, capsys: pytest.CaptureFixture[str], argv: list[str], says: str
 ) -> None:
-    assert main(["run", *argv, "--mock"]) == 1
+    assert main(["run", *argv, "--mock"]) == 4
     assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--template", "solid", "--param", "caption"], "argument --param: 'caption': expected"),
+        ([], "give a workflow file or --template NAME"),
+        (["x.json", "--template", "solid"], "give a workflow file or --template NAME, not both"),
+        (["x.json", "--param", "a=1"], "--param is for --template runs only"),
+    ],
+)
+def test_run_arguments_that_do_not_go_together_are_usage_errors(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str], argv: list[str], says: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["run", *argv, "--mock"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: comfyui-worker run") and f"run: error: {says}" in err

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
-from comfyui_worker.cli import main
+from comfyui_worker import cli_run
+from comfyui_worker.cli import MEANINGS, ExitCode, main
+from comfyui_worker.observability.logs import flush_logs
 from comfyui_worker.settings import Settings
 
 
@@ -26,7 +30,7 @@ def test_run_rejects_bad_workflow_files(
 ) -> None:
     path = tmp_path / "wf.json"
     path.write_text(content)
-    assert main(["run", str(path)]) == 1
+    assert main(["run", str(path)]) == 4
     err = capsys.readouterr().err
     assert "comfyui-worker: error: InvalidWorkflowError" in err and message in err
     assert str(path) in err
@@ -40,7 +44,7 @@ def test_run_reports_an_unreachable_comfyui(
     mounted_folders(monkeypatch, tmp_path)
     path = tmp_path / "wf.json"
     path.write_text(json.dumps({"1": {"class_type": "EmptyImage", "inputs": {}}}))
-    assert main(["run", str(path)]) == 1
+    assert main(["run", str(path)]) == 5
     err = capsys.readouterr().err
     assert "TransportError" in err and "unreachable" in err
 
@@ -53,7 +57,7 @@ def test_an_unreachable_comfyui_is_reported_without_the_password_in_its_url(
     mounted_folders(monkeypatch, tmp_path)
     path = tmp_path / "wf.json"
     path.write_text(json.dumps({"1": {"class_type": "EmptyImage", "inputs": {}}}))
-    assert main(["run", str(path)]) == 1
+    assert main(["run", str(path)]) == 5
     err = capsys.readouterr().err
     assert "ComfyUI at http://***@127.0.0.1:9 unreachable" in err and "pw-in-url" not in err
 
@@ -62,7 +66,7 @@ def test_invalid_configuration_is_reported(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COMFYUI_BASE_URL", "")
-    assert main(["run", str(tmp_path / "x.json")]) == 1
+    assert main(["run", str(tmp_path / "x.json")]) == 3
     assert "invalid configuration" in capsys.readouterr().err
 
 
@@ -94,7 +98,7 @@ def test_a_folder_that_is_not_mounted_stops_run_and_serve(
     monkeypatch.setenv("LHC_API_PORT", "9")
     path = tmp_path / "wf.json"
     path.write_text(json.dumps({"1": {"class_type": "EmptyImage", "inputs": {}}}))
-    assert main([command, str(path)] if command == "run" else [command]) == 1
+    assert main([command, str(path)] if command == "run" else [command]) == 3
     err = capsys.readouterr().err
     assert f"COMFYUI_{name}={tmp_path / 'not-mounted'} is not a directory" in err
 
@@ -103,7 +107,7 @@ def test_an_empty_output_folder_is_a_configuration_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COMFYUI_OUTPUT_DIR", "")
-    assert main(["run", str(tmp_path / "x.json")]) == 1
+    assert main(["run", str(tmp_path / "x.json")]) == 3
     err = capsys.readouterr().err
     assert "invalid configuration" in err and "COMFYUI_OUTPUT_DIR is empty" in err
 
@@ -116,7 +120,7 @@ def test_a_bad_shutdown_grace_is_a_configuration_error_naming_the_variable(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, value: str, problem: str
 ) -> None:
     monkeypatch.setenv("COMFYUI_SHUTDOWN_GRACE", value)
-    assert main(["serve"]) == 1
+    assert main(["serve"]) == 3
     err = capsys.readouterr().err
     assert "invalid configuration: COMFYUI_SHUTDOWN_GRACE:" in err and problem in err
 
@@ -132,7 +136,7 @@ def test_job_rejects_a_bad_envelope_naming_the_file_and_field(
 ) -> None:
     path = tmp_path / "job.json"
     path.write_text(json.dumps({"workflow": {}, "template": "x", "outputs": {}}))
-    assert main(["job", str(path)]) == 1
+    assert main(["job", str(path)]) == 4
     err = capsys.readouterr().err
     assert "InvalidJobError" in err and str(path) in err
     assert "outputs: unknown key" in err
@@ -155,3 +159,39 @@ def test_job_example_runs_on_the_mock(
 def test_the_input_folder_is_not_required_when_nothing_reads_it(tmp_path: Path) -> None:
     settings = Settings(_env_file=None, input_dir=tmp_path / "absent")  # type: ignore[call-arg]
     assert settings.mounted_dirs == ("output_dir", "temp_dir")
+
+
+def test_job_given_a_workflow_file_says_so_and_suggests_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps({str(n): {"class_type": "EmptyImage"} for n in range(1, 6)}))
+    assert main(["job", str(path)]) == 4
+    err = capsys.readouterr().err
+    assert err == (
+        f"comfyui-worker: error: WorkflowAsJobError: {path}: this looks like a ComfyUI workflow, "
+        'not a job envelope; a job carries it under "workflow": {"workflow": {...}, "inputs": '
+        f"{{...}}}}; to run a workflow file: comfyui-worker run {path}\n"
+    )
+
+
+def test_the_cli_doc_lists_every_exit_code_as_the_help_does() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    section = doc.partition("\n## Exit codes\n")[2].partition("\n#")[0]
+    rows = re.findall(r"^\| `(\d+)` \| (.+) \|$", section, re.MULTILINE)
+    assert rows == [(str(code.value), MEANINGS[code]) for code in ExitCode]
+
+
+def test_an_unexpected_error_with_json_logs_is_a_json_record_with_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*args: object) -> NoReturn:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setenv("COMFYUI_LOG_FORMAT", "json")
+    monkeypatch.setattr(cli_run, "run", broken)
+    assert main(["run", str(tmp_path / "wf.json")]) == 1
+    flush_logs()
+    (record,) = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert record["log.level"] == "critical" and record["message"] == "unexpected error"
+    assert "RuntimeError: a bug" in record["error.stack_trace"]

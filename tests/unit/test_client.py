@@ -11,6 +11,7 @@ from pytest_httpx import HTTPXMock
 from comfyui_worker.comfyui.client import ComfyUIClient
 from comfyui_worker.exceptions import (
     MissingNodeError,
+    NotComfyUIError,
     PromptValidationError,
     ProtocolError,
     ServerError,
@@ -210,13 +211,64 @@ async def test_queue_detects_running_and_pending(
     assert queue.position("someone-else") is None
 
 
-@pytest.mark.parametrize("garbage", [b"<html>proxy error</html>", b"[1, 2", b"\xff\xfe"])
+@pytest.mark.parametrize("garbage", [b"[1, 2", b"\xff\xfe"])
 async def test_garbage_from_comfyui_is_a_protocol_error(
     client: ComfyUIClient, httpx_mock: HTTPXMock, garbage: bytes
 ) -> None:
     httpx_mock.add_response(url=f"{BASE}/queue", content=garbage)
     with pytest.raises(ProtocolError, match="non-JSON"):
         await client.queue()
+
+
+PAGE = (
+    "<!DOCTYPE html><html><head><title>Welcome to nginx!</title></head><body>"
+    + "<p>If you see this page, the nginx web server is successfully installed.</p>" * 20
+    + "</body></html>"
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "excerpt"),
+    [
+        (200, {"content-type": "text/html"}, PAGE, "'Welcome to nginx!'"),
+        (404, {"content-type": "text/html"}, PAGE, "'Welcome to nginx!'"),
+        # Answered to the submission, where ComfyUI's 400 is its validation error.
+        (400, {"content-type": "text/html"}, PAGE, "'Welcome to nginx!'"),
+        (403, {}, "<html><body><h1>Forbidden</h1> " + "go away " * 40, "'Forbidden go away"),
+    ],
+)
+async def test_an_html_page_says_this_is_not_comfyui_in_a_few_words(
+    client: ComfyUIClient,
+    httpx_mock: HTTPXMock,
+    status: int,
+    headers: dict[str, str],
+    body: str,
+    excerpt: str,
+) -> None:
+    httpx_mock.add_response(
+        method="POST", url=f"{BASE}/prompt", status_code=status, headers=headers, text=body
+    )
+    with pytest.raises(NotComfyUIError) as raised:
+        await client.submit({"1": {"class_type": "X"}}, prompt_id="p", client_id="c")
+    message = str(raised.value)
+    assert message.startswith(
+        f"POST /prompt: this is not ComfyUI (is COMFYUI_BASE_URL right?): the server "
+        f"answered HTTP {status} with an HTML page: {excerpt}"
+    )
+    assert len(message) < 200 and "<" not in message, message
+    assert len(httpx_mock.get_requests()) == 1  # no second try: it would be the same page
+
+
+async def test_a_proxy_error_page_is_a_server_error_retried_like_any_5xx(
+    client: ComfyUIClient, httpx_mock: HTTPXMock
+) -> None:
+    page = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+    httpx_mock.add_response(url=f"{BASE}/queue", status_code=502, html=page, is_reusable=True)
+    with pytest.raises(ServerError) as raised:
+        await client.queue()
+    assert raised.value.status_code == 502
+    assert str(raised.value).endswith("answered HTTP 502 with an HTML page: '502 Bad Gateway'")
+    assert len(httpx_mock.get_requests()) == 2
 
 
 async def test_wrong_shapes_are_protocol_errors(

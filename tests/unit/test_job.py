@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from comfyui_worker.exceptions import InvalidJobError
+from comfyui_worker.exceptions import InvalidJobError, WorkflowAsJobError
 from comfyui_worker.job import Job, OutputMode, job_json_schema, parse_job
 
 WORKFLOW = {"1": {"class_type": "EmptyImage", "inputs": {}}}
@@ -61,6 +61,17 @@ def test_bad_envelopes_are_refused_naming_the_field(job: Any, says: str) -> None
         parse_job(job)
     assert says in str(err.value)
     assert err.value.details()["message"] == str(err.value)
+
+
+@pytest.mark.parametrize(
+    "workflow", [WORKFLOW, {"nodes": [], "links": [], "version": 0.4}], ids=["api", "ui"]
+)
+def test_a_bare_workflow_is_named_as_one_not_as_unknown_keys(workflow: dict[str, Any]) -> None:
+    with pytest.raises(WorkflowAsJobError) as err:
+        parse_job(workflow)
+    assert str(err.value).startswith("this looks like a ComfyUI workflow, not a job envelope")
+    assert "unknown key" not in str(err.value)
+    assert err.value.errors == [{"field": "(job)", "message": str(err.value)}]
 
 
 def test_errors_are_listed_per_field() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -16,7 +17,13 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ..exceptions import ComfyUIError, ProtocolError, ServerError, TransportError
+from ..exceptions import (
+    ComfyUIError,
+    NotComfyUIError,
+    ProtocolError,
+    ServerError,
+    TransportError,
+)
 from ..observability import metrics
 from ..observability.logs import mask_userinfo
 from ..retrying import Backoff, retry
@@ -40,6 +47,10 @@ T = TypeVar("T")
 # Full jitter spreads the retries of many workers after a ComfyUI blip. The numbers are the
 # defaults of COMFYUI_RETRIES (3, after the first try), COMFYUI_BACKOFF_BASE and _MAX.
 DEFAULT_RETRY = Backoff(first=0.5, maximum=10.0, jitter=1.0, attempts=4)
+# Enough of a page to say whose it is; all of it would bury the message.
+PAGE_EXCERPT_CHARS = 80
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
 
 
 class ComfyUIClient:
@@ -116,7 +127,7 @@ class ComfyUIClient:
             if n > 0 and (found := await self._find_submitted(prompt_id, client_id)) is not None:
                 return found
             response = await self._http.post("/prompt", json=body)
-            if response.status_code == 400:
+            if response.status_code == 400 and _page(response) is None:
                 raise parse_validation_error(_json_or_text(response))
             _raise_for_status(response)
             return parse_submit(_json(response), sent_prompt_id=prompt_id)
@@ -307,6 +318,14 @@ def _raise_for_status(response: httpx.Response) -> None:
     if response.status_code < 300:
         return
     body = response.text[:500]
+    if (page := _page(response)) is not None:
+        # A proxy's "502 Bad Gateway" page: ComfyUI behind it may be back soon, so it stays a
+        # ServerError, retried like any 5xx. Any other status from a page is no ComfyUI at all.
+        if response.status_code >= 500:
+            raise ServerError(
+                _not_comfyui(response, page), status_code=response.status_code, body=body
+            )
+        raise NotComfyUIError(_not_comfyui(response, page))
     raise ServerError(
         f"{response.request.method} {response.request.url.path}: ComfyUI answered HTTP "
         f"{response.status_code}: {body.strip() or '(empty body)'}",
@@ -315,10 +334,31 @@ def _raise_for_status(response: httpx.Response) -> None:
     )
 
 
+def _page(response: httpx.Response) -> str | None:
+    """The title (or first words) of an HTML answer; None for any other answer."""
+    text = response.text
+    is_html = "html" in response.headers.get("content-type", "")
+    if not is_html and not text.lstrip().startswith("<"):
+        return None
+    title = _TITLE.search(text)
+    words = " ".join(_TAG.sub(" ", title.group(1) if title else text).split())
+    return words if len(words) <= PAGE_EXCERPT_CHARS else words[:PAGE_EXCERPT_CHARS] + "…"
+
+
+def _not_comfyui(response: httpx.Response, page: str) -> str:
+    return (
+        f"{response.request.method} {response.request.url.path}: this is not ComfyUI (is "
+        f"COMFYUI_BASE_URL right?): the server answered HTTP {response.status_code} with an "
+        f"HTML page: {page!r}"
+    )
+
+
 def _json(response: httpx.Response) -> Any:
     try:
         return response.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        if (page := _page(response)) is not None:
+            raise NotComfyUIError(_not_comfyui(response, page)) from exc
         raise ProtocolError(
             f"{response.request.method} {response.request.url.path}: ComfyUI answered "
             f"non-JSON ({response.headers.get('content-type', 'no content-type')}): "

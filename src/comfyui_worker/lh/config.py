@@ -3,7 +3,7 @@
 The SDK parses most of its settings only when it first needs them, deep in a connection or a
 worker's start, and then fails with a bare ValueError or FileNotFoundError; `check_lh_config`
 names the variable at start instead. `describe_rpc_error` puts a failed call to LittleHorse
-on one line, with where it was sent.
+on one line, with where it was sent; `rpc_error` makes it the exception the CLI reports.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from littlehorse.config import (
     LHConfig,
 )
 
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, LittleHorseError, LittleHorseUnreachableError
 from ..observability.logs import REDACTED
 from ..settings import LH_SETTING_PREFIXES, Settings, env_file_variables, is_secret_name
 
@@ -109,3 +109,10 @@ def describe_rpc_error(exc: grpc.RpcError, config: LHConfig) -> str:
     if code in UNREACHED:
         return f"cannot reach {where}: {code.name}: {detail}"
     return f"{where} answered {code.name}: {detail}"
+
+
+def rpc_error(exc: grpc.RpcError, config: LHConfig, doing: str = "") -> LittleHorseError:
+    """`exc` as one of ours, by whether the call reached a server (`doing`: a prefix for the
+    message, e.g. "cannot register the TaskDefs: ")."""
+    kind = LittleHorseUnreachableError if exc.code() in UNREACHED else LittleHorseError
+    return kind(doing + describe_rpc_error(exc, config))

@@ -15,6 +15,7 @@ from littlehorse.model import TaskDef, TaskDefId, VariableType
 from littlehorse.worker import WorkerContext
 
 from ..constants import JOB_TASK_NAME, TASK_NAME, TEMPLATE_TASK_NAME
+from ..exceptions import ConfigurationError
 from ..execution import Executor
 from ..media.store import check_output_store
 from ..observability.health import open_health_server
@@ -36,7 +37,7 @@ from .task import (
 log = logging.getLogger(__name__)
 
 
-class TaskDefError(RuntimeError):
+class TaskDefError(ConfigurationError):
     """The TaskDef cannot be served as it is; the message says what to do."""
 
 

@@ -1,13 +1,17 @@
-"""`comfyui-worker run`'s view of a job: a progress bar on a terminal, log lines otherwise."""
+"""`comfyui-worker run`'s view of a job: a progress bar on a terminal, log lines otherwise;
+and the CLI's own last words (`say`)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from types import TracebackType
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from ..comfyui.models import HistoryEntry
+from ..constants import LogFormat
+from .logs import redact
 from .progress import Progress
 from .recorder import RecordingObserver
 
@@ -15,6 +19,19 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
 DEFAULT_SIZE = os.terminal_size((80, 24))
+
+log = logging.getLogger("comfyui_worker.cli")
+
+
+def say(message: str, log_format: LogFormat, *, level: int = logging.ERROR) -> None:
+    """One line on stderr that ends the command: `comfyui-worker: error: ...` for a person
+    (`error: ` only at ERROR), or with COMFYUI_LOG_FORMAT=json a log record like every other
+    line, so that a log collector never meets plain text."""
+    if log_format is LogFormat.JSON:
+        log.log(level, message)
+    else:
+        kind = "error: " if level >= logging.ERROR else ""
+        print(f"comfyui-worker: {kind}{redact(message)}", file=sys.stderr, flush=True)
 
 
 class ConsoleObserver(RecordingObserver):
@@ -24,6 +41,10 @@ class ConsoleObserver(RecordingObserver):
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__()
         self.stream = stream or sys.stderr
+        # What `run` says when a signal stops it: the job's prompt id once it has one, and
+        # whether the job's own notes still go out (`run` says itself what became of it).
+        self.prompt_id: str | None = None
+        self.quiet = False
         self._bar: tqdm[NoReturn] | None = None
         if self.stream.isatty():
             # Imported here: `serve` never draws a bar and need not load it.
@@ -50,7 +71,13 @@ class ConsoleObserver(RecordingObserver):
         if self._bar is not None:
             self._bar.close()
 
+    def waiting(self, prompt_id: str) -> None:
+        super().waiting(prompt_id)
+        self.prompt_id = prompt_id
+
     def note(self, prompt_id: str, message: str) -> None:
+        if self.quiet:
+            return
         if self._bar is None:
             super().note(prompt_id, message)
         else:

@@ -126,7 +126,11 @@ def secret_values(
     """Values of credential settings in the environment and in `env_file` (the SDK's LHC_*
     settings may come from there), longest first."""
     env = os.environ if environ is None else environ
-    pairs = [*env.items(), *dotenv_values(env_file).items()]
+    try:
+        from_file = dotenv_values(env_file)
+    except (OSError, UnicodeDecodeError):  # the CLI reports that file itself, in these logs
+        from_file = {}
+    pairs = [*env.items(), *from_file.items()]
     found = {
         v for k, v in pairs if v is not None and is_secret_name(k) and len(v) >= MIN_SECRET_LENGTH
     }
