@@ -251,6 +251,7 @@ class FakeLittleHorse:
         *,
         poll_hold_seconds: float | None = None,
         max_rpc_threads: int = 32,
+        commit_delay: float = 0.0,
     ) -> None:
         """
         Args:
@@ -260,8 +261,12 @@ class FakeLittleHorse:
                 Set it only to exercise the worker's empty-reply path.
             max_rpc_threads: size of the gRPC thread pool; each open PollTask stream occupies
                 one thread for its whole life.
+            commit_delay: seconds after a PutTaskDef during which GetTaskDef still answers
+                NOT_FOUND, as a real server does until the metadata is committed.
         """
         self._poll_hold_seconds = poll_hold_seconds
+        self._commit_delay = commit_delay
+        self._readable_at: dict[str, float] = {}
         self._max_rpc_threads = max_rpc_threads
         self._cond = threading.Condition(threading.RLock())
         self._server: grpc.Server | None = None
@@ -734,12 +739,14 @@ class FakeLittleHorse:
                 created_at=_now(),
             )
             self._task_defs[request.name] = task_def
+            self._readable_at[request.name] = time.monotonic() + self._commit_delay
             return task_def
 
     def _get_task_def(self, request: TaskDefId, context: grpc.ServicerContext) -> TaskDef:
         with self._cond:
             task_def = self._task_defs.get(request.name)
-        if task_def is None:
+            committed = time.monotonic() >= self._readable_at.get(request.name, 0.0)
+        if task_def is None or not committed:
             context.abort(grpc.StatusCode.NOT_FOUND, f"Couldn't find TaskDef {request.name}")
         return task_def
 

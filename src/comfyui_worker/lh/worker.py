@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import signal
+import time
 from typing import Any
 
 import grpc
@@ -20,6 +22,7 @@ from ..execution import Executor
 from ..media.store import check_output_store
 from ..observability.health import open_health_server
 from ..observability.logs import flush_logs, set_worker_id
+from ..retrying import Backoff
 from ..runner import Media
 from ..settings import Settings
 from ..templates import TemplateStore
@@ -107,7 +110,28 @@ def register(config: LHConfig, task: TaskFunction, name: str = TASK_NAME) -> str
             f"{exc.details()}; and it does not exist yet. Register it once with credentials "
             "allowed to write TaskDefs (comfyui-worker register)."
         ) from exc
+    _wait_readable(config, name)
     return f"TaskDef {name!r} registered"
+
+
+# A real server answers PutTaskDef before the TaskDef is committed: a GetTaskDef right after
+# (the SDK's worker start) can say NOT_FOUND for a moment (tens of ms, longer under load).
+READABLE_WITHIN = 15.0
+READABLE_BACKOFF = Backoff(first=0.05, maximum=1.0)
+
+
+def _wait_readable(config: LHConfig, name: str) -> None:
+    """Until LittleHorse serves the TaskDef it accepted. Blocking, as `register` is."""
+    started = time.monotonic()
+    for failures in itertools.count(1):
+        if _existing_task_def(config, name) is not None:
+            return
+        if time.monotonic() - started > READABLE_WITHIN:
+            raise TaskDefMissingError(
+                f"LittleHorse accepted TaskDef {name!r} but still answers NOT_FOUND for it "
+                f"{READABLE_WITHIN:g} s later"
+            )
+        time.sleep(READABLE_BACKOFF.delay(failures))
 
 
 def register_all(config: LHConfig, tasks: dict[str, TaskFunction]) -> list[str]:
