@@ -167,7 +167,9 @@ async def _task_run(
     """One attempt of a task: its prompt id and observer, its outcome recorded, and our
     errors as LittleHorse sees them (named business exceptions, or retryable)."""
     identity = JobIdentity.of(ctx.task_run_id, scope)
-    attempt = _Attempt(identity.prompt_id, identity.tag(ctx.task_def_name, given))
+    # A digest of what the task was given: off the loop when that is large (a big workflow).
+    tag = await off_loop(given, lambda: identity.tag(ctx.task_def_name, given))
+    attempt = _Attempt(identity.prompt_id, tag)
     prompt_id = attempt.prompt_id
     observer = TaskObserver(ctx, identity)
     bind_job(
