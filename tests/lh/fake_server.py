@@ -308,6 +308,7 @@ class FakeLittleHorse:
         self._scheduled: dict[TaskRunKey, list[ScheduledTask]] = {}
         self._reports: list[tuple[str, ReportTaskRun]] = []
         self._refused: list[RefusedReport] = []
+        self._advertised: list[str] = []
         self._report_times: dict[tuple[TaskRunKey, int], float] = {}
         self._registrations: list[RegisterTaskWorkerRequest] = []
         self._streams: list[_PollStream] = []
@@ -482,6 +483,12 @@ class FakeLittleHorse:
         config = LHConfig()
         config._configs = settings
         return config
+
+    def advertise(self, addresses: list[str] | None) -> None:
+        """List these `host:port`s in RegisterTaskWorker instead of this server alone (None:
+        itself again), as each server of a real cluster lists every server."""
+        with self._cond:
+            self._advertised = list(addresses or [])
 
     def refuse_put_task_def(
         self, code: grpc.StatusCode | None = grpc.StatusCode.PERMISSION_DENIED
@@ -787,11 +794,13 @@ class FakeLittleHorse:
     ) -> RegisterTaskWorkerResponse:
         with self._cond:
             self._registrations.append(request)
+            advertised = self._advertised or [self.address]
         # The worker polls the hosts listed here, not LHC_API_HOST: an empty list would leave
         # it registered but idle.
-        return RegisterTaskWorkerResponse(
-            your_hosts=[LHHostInfo(host=self.host, port=self.port)], is_cluster_healthy=True
-        )
+        hosts = [
+            LHHostInfo(host=h.rsplit(":", 1)[0], port=int(h.rsplit(":", 1)[1])) for h in advertised
+        ]
+        return RegisterTaskWorkerResponse(your_hosts=hosts, is_cluster_healthy=True)
 
     def _report_task(
         self, request: ReportTaskRun, tenant: str, context: grpc.ServicerContext
