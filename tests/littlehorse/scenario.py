@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
@@ -224,3 +227,14 @@ def kafka_partition(key: str, partitions: int) -> int:
     h = (h * m) & 0xFFFFFFFF
     h ^= h >> 15
     return (h & 0x7FFFFFFF) % partitions
+
+
+def readyz(serve: ServeProcess) -> dict[str, Any]:
+    """`serve`'s /readyz body (200 or 503 alike)."""
+    url = f"http://127.0.0.1:{serve.health_port}/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as reply:
+            body: dict[str, Any] = json.load(reply)
+    except urllib.error.HTTPError as refused:
+        body = json.load(refused)
+    return body
