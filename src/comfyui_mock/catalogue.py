@@ -1,8 +1,9 @@
 """The node classes the mock knows, described the way ComfyUI's /object_info describes them.
 
 The bodies in assets/object_info.json were taken from a real ComfyUI v0.3.64 (plus one custom node
-shaped like VideoHelperSuite's VHS_VideoCombine), so validation and /object_info answer exactly as
-the real server does for these classes.
+shaped like VideoHelperSuite's VHS_VideoCombine, and core's StringConcatenate written after
+comfy_extras/nodes_string.py), so validation and /object_info answer as the real server does for
+these classes.
 """
 
 from __future__ import annotations

@@ -149,6 +149,11 @@ async def preview_any(ctx: NodeContext, i: dict[str, Any]) -> NodeResult:
     return NodeResult(ui={"text": [text]})
 
 
+async def concatenate(ctx: NodeContext, i: dict[str, Any]) -> NodeResult:
+    text = f"{i['string_a']}{i.get('delimiter', '')}{i['string_b']}"
+    return NodeResult((Value("STRING", scalar=text),))
+
+
 async def save_image(ctx: NodeContext, i: dict[str, Any]) -> NodeResult:
     items = await _save_images(ctx, i["images"], i["filename_prefix"], temp=False)
     return NodeResult(ui={"images": items})
@@ -249,6 +254,7 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "ImageScaleBy": scale_image,
     "GetImageSize": image_size,
     "PreviewAny": preview_any,
+    "StringConcatenate": concatenate,
     "SaveImage": save_image,
     "PreviewImage": preview_image,
     "SaveAnimatedWEBP": save_animated,

@@ -1,10 +1,16 @@
 """What LittleHorse stores for a task attempt, measured and kept under its record limit.
 
-The server refuses records over about 1,047,000 bytes; a refused report is dropped by the SDK
-after its retries and the task then hangs until its timeout, to be retried into the same
-result. So the result (or the exception) of every attempt is kept under
-COMFYUI_MAX_RESULT_BYTES, and the NodeRun's log output under MAX_LOG_BYTES, measured as the SDK
-serializes them: `json.dumps` of the value (ASCII, so characters are bytes).
+The server keeps a TaskRun in one record of at most about 1,047,000 bytes: its input variables
+and every attempt's output, log output and error or exception. A report over that is refused
+(UNAVAILABLE, retried by the worker until it gives up); a report that fits but would make the
+record too large is answered OK and dropped; and in a window of a few hundred bytes below the
+limit the record passes the server's own check and is refused by Kafka, which stops the
+server's processing altogether, again at every restart (tests/littlehorse/README.md). In the
+first two cases the task hangs until its timeout, to be retried into the same result. So the
+result (or the exception) of every attempt is kept under COMFYUI_MAX_RESULT_BYTES and under
+what the record leaves it (`result_limit`: the inputs and the earlier attempts take their
+share), and the NodeRun's log output under MAX_LOG_BYTES, measured as the SDK serializes them:
+`json.dumps` of the value (ASCII, so characters are bytes).
 
 Long texts are cut with a marker saying how much was cut; what still does not fit raises
 OutputTooLargeError naming the biggest parts. Paths, URLs and other data are never cut: a
@@ -36,13 +42,74 @@ MAX_LOG_BYTES = 32_000
 
 MAX_RESULT_CEILING = 1_000_000
 """The highest COMFYUI_MAX_RESULT_BYTES allowed: the record limit less the log and the
-report's own fields."""
+report's own fields. What one attempt may really send is `result_limit`, which is less when the
+TaskRun's inputs or earlier attempts take more of the record."""
+
+RECORD_OVERHEAD = 8_000
+"""What a TaskRun's record holds besides its inputs and its attempts' outputs, logs and errors
+(ids, the TaskDef name, timestamps, each attempt's worker id and version, framing): about 400
+bytes on LittleHorse 1.2.1, and the Kafka record adds ~300 more; the rest is margin."""
+
+MAX_ERROR_BYTES = 16_000
+"""A retryable failure's message in the report (the SDK sends the whole traceback): its last
+bytes are kept, where Python puts the exception itself."""
+
+EARLIER_ATTEMPT_BYTES = MAX_LOG_BYTES + MAX_ERROR_BYTES + 1_000
+"""The most an earlier failed attempt of this worker leaves in the record: its log output, its
+error message and its own fields."""
+
+MIN_RESULT_LIMIT = 64_000
+"""`result_limit` never goes below this: room enough for a useful exception. Only a TaskRun
+with inputs near COMFYUI_MAX_WORKFLOW_BYTES that has failed more than about eight times gets
+here, and its earlier attempts rarely took their whole allowance."""
 
 MAX_LOG_LINE_BYTES = 2_000
 """One log line, cut beyond this (an error message with a whole traceback in it)."""
 
 # A cut text keeps at least this much of its start: enough to say what it was.
 MIN_KEPT_CHARS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class ResultLimit:
+    """How many bytes one attempt's result or exception may take, and what sets that (for
+    the message of a result that does not fit)."""
+
+    max_bytes: int
+    name: str = "COMFYUI_MAX_RESULT_BYTES"
+
+
+def result_limit(max_result_bytes: int, inputs_bytes: int, attempt_number: int) -> ResultLimit:
+    """COMFYUI_MAX_RESULT_BYTES, or less where the TaskRun's record would not hold it: the
+    record keeps the inputs (`inputs_bytes`, as LittleHorse sent them), each earlier attempt
+    (at most EARLIER_ATTEMPT_BYTES each: `attempt_number` of them) and this attempt's log."""
+    room = (
+        LH_RECORD_LIMIT
+        - RECORD_OVERHEAD
+        - inputs_bytes
+        - MAX_LOG_BYTES
+        - attempt_number * EARLIER_ATTEMPT_BYTES
+    )
+    if room >= max_result_bytes:
+        return ResultLimit(max_result_bytes)
+    room = max(room, MIN_RESULT_LIMIT)
+    return ResultLimit(
+        room,
+        f"the room its LittleHorse record leaves ({inputs_bytes:,} bytes of inputs, "
+        f"{attempt_number} earlier attempt(s))",
+    )
+
+
+def truncate_start(text: str, max_bytes: int) -> str:
+    """`text` whose JSON encoding fits `max_bytes`, its start replaced by a marker if cut (for
+    a traceback, whose end says what happened)."""
+    if len(text) <= max_bytes and _encoded(text) <= max_bytes:
+        return text
+    cut = truncate(text[::-1], max_bytes)
+    if not cut.endswith(" bytes]"):
+        return cut[::-1]
+    kept, mark = cut.rsplit("…[truncated ", 1)
+    return f"…[truncated {mark}" + kept[::-1]
 
 
 def serialized_size(value: Any) -> int:
@@ -83,9 +150,12 @@ def truncate(text: str, max_bytes: int) -> str:
     return cut(low) if fits(low) else marker(total)[: max(0, max_bytes)]
 
 
-def bound_result(result: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+def bound_result(
+    result: dict[str, Any], max_bytes: int, *, limit_name: str = "COMFYUI_MAX_RESULT_BYTES"
+) -> dict[str, Any]:
     """The task result cut to fit `max_bytes`: long `texts[*].text` are truncated, longest
-    first; raises OutputTooLargeError when it still does not fit.
+    first; raises OutputTooLargeError when it still does not fit (`limit_name`: what sets
+    `max_bytes`, for its message).
 
     Call it on the final dict, after anything that adds to it (inline base64 outputs...).
     """
@@ -99,7 +169,7 @@ def bound_result(result: dict[str, Any], max_bytes: int) -> dict[str, Any]:
         parts = {key: serialized_size(value) for key, value in bounded.items()}
         biggest = sorted(parts.items(), key=lambda kv: -kv[1])[:3]
         raise OutputTooLargeError(
-            f"the result is {size:,} bytes, over COMFYUI_MAX_RESULT_BYTES ({max_bytes:,}) "
+            f"the result is {size:,} bytes, over {limit_name} ({max_bytes:,}) "
             "even with its texts cut; biggest parts: "
             + ", ".join(f"{key} {n:,} bytes" for key, n in biggest)
             + ". Return fewer outputs, or deliver them to an object store (output mode "

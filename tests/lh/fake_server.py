@@ -63,6 +63,7 @@ from littlehorse.worker import LHTaskWorker
 __all__ = [
     "FakeLittleHorse",
     "Handout",
+    "RefusedReport",
     "StreamEnd",
     "TaskReport",
     "decode_report",
@@ -89,6 +90,27 @@ _ONEOF_FOR_TYPE: dict[int, str] = {
 TaskRunKey = tuple[str, tuple[str, ...], str]
 DEFAULT_TENANT = "default"
 TENANT_HEADER = "tenantid"
+
+# The real server keeps a TaskRun in one record of at most this many bytes (Kafka's
+# max.request.size as it sets it): its inputs and every attempt's output, log and error.
+RECORD_LIMIT = 1_047_000
+# What the record holds besides those (ids, timestamps, worker ids) plus what Kafka adds: about
+# 400 + 300 bytes measured on LittleHorse 1.2.1.
+RECORD_OVERHEAD = 700
+# A report over RECORD_LIMIT is refused so, before anything is recorded.
+REPORT_TOO_LARGE = "Failed recording task claim to Kafka"
+
+
+@dataclass(frozen=True)
+class RefusedReport:
+    """A report the real server would not store: `size` is the report's, or the record's it
+    would have made; `answered` the status the worker got (OK: the server drops it silently)."""
+
+    tenant: str
+    report: ReportTaskRun
+    size: int
+    answered: str
+
 
 # Outcomes of waiting on a poll other than a response.
 _STOPPING = object()
@@ -124,6 +146,15 @@ def task_run_key(task_run_id: TaskRunId, tenant: str = DEFAULT_TENANT) -> TaskRu
         wf_run_id = wf_run_id.parent_wf_run_id
         path.append(wf_run_id.id)
     return (tenant, tuple(reversed(path)), task_run_id.task_guid)
+
+
+def _attempt_size(report: ReportTaskRun) -> int:
+    """What one attempt's report adds to the TaskRun's record."""
+    return sum(
+        getattr(report, name).ByteSize()
+        for name in ("output", "log_output", "error", "exception")
+        if report.HasField(name)
+    )
 
 
 def _tenant(context: grpc.ServicerContext) -> str:
@@ -232,7 +263,7 @@ class _Servicer(LittleHorseServicer):  # type: ignore[misc]
         return self._fake._poll_task(request_iterator, context)
 
     def ReportTask(self, request: ReportTaskRun, context: grpc.ServicerContext) -> Empty:
-        return self._fake._report_task(request, _tenant(context))
+        return self._fake._report_task(request, _tenant(context), context)
 
     def PutWfSpec(self, request: PutWfSpecRequest, context: grpc.ServicerContext) -> WfSpec:
         return self._fake._put_wf_spec(request, context)
@@ -281,6 +312,8 @@ class FakeLittleHorse:
         )
         self._scheduled: dict[TaskRunKey, list[ScheduledTask]] = {}
         self._reports: list[tuple[str, ReportTaskRun]] = []
+        self._refused: list[RefusedReport] = []
+        self._advertised: list[str] = []
         self._report_times: dict[tuple[TaskRunKey, int], float] = {}
         self._registrations: list[RegisterTaskWorkerRequest] = []
         self._streams: list[_PollStream] = []
@@ -455,6 +488,12 @@ class FakeLittleHorse:
         config = LHConfig()
         config._configs = settings
         return config
+
+    def advertise(self, addresses: list[str] | None) -> None:
+        """List these `host:port`s in RegisterTaskWorker instead of this server alone (None:
+        itself again), as each server of a real cluster lists every server."""
+        with self._cond:
+            self._advertised = list(addresses or [])
 
     def refuse_put_task_def(
         self, code: grpc.StatusCode | None = grpc.StatusCode.PERMISSION_DENIED
@@ -664,6 +703,13 @@ class FakeLittleHorse:
             return [report for _, report in self._reports]
 
     @property
+    def refused_reports(self) -> list[RefusedReport]:
+        """Reports the real server would not have stored (too large: the report itself, or
+        the TaskRun record it would have made); they are not in `reports`."""
+        with self._cond:
+            return list(self._refused)
+
+    @property
     def registrations(self) -> list[RegisterTaskWorkerRequest]:
         """Every RegisterTaskWorker (heartbeat) received."""
         with self._cond:
@@ -755,20 +801,52 @@ class FakeLittleHorse:
     ) -> RegisterTaskWorkerResponse:
         with self._cond:
             self._registrations.append(request)
+            advertised = self._advertised or [self.address]
         # The worker polls the hosts listed here, not LHC_API_HOST: an empty list would leave
         # it registered but idle.
-        return RegisterTaskWorkerResponse(
-            your_hosts=[LHHostInfo(host=self.host, port=self.port)], is_cluster_healthy=True
-        )
+        hosts = [
+            LHHostInfo(host=h.rsplit(":", 1)[0], port=int(h.rsplit(":", 1)[1])) for h in advertised
+        ]
+        return RegisterTaskWorkerResponse(your_hosts=hosts, is_cluster_healthy=True)
 
-    def _report_task(self, request: ReportTaskRun, tenant: str) -> Empty:
+    def _report_task(
+        self, request: ReportTaskRun, tenant: str, context: grpc.ServicerContext
+    ) -> Empty:
         key = task_run_key(request.task_run_id, tenant)
+        if request.ByteSize() > RECORD_LIMIT:
+            # The real server cannot write the report's command to Kafka.
+            with self._cond:
+                self._refused.append(
+                    RefusedReport(tenant, request, request.ByteSize(), "UNAVAILABLE")
+                )
+            context.abort(grpc.StatusCode.UNAVAILABLE, REPORT_TOO_LARGE)
         with self._cond:
+            size = self._record_size(key) + _attempt_size(request)
+            late = (key, request.attempt_number) in self._timed_out
+            if size > RECORD_LIMIT and not late:
+                # The real server answers OK and drops the update (a few hundred bytes under
+                # the limit its processing stops instead); the attempt then times out.
+                self._refused.append(RefusedReport(tenant, request, size, "OK"))
+                self._cond.notify_all()
+                return Empty()
             self._reports.append((tenant, request))
             self._report_times.setdefault((key, request.attempt_number), time.time())
             self._in_flight.discard((key, request.attempt_number))
             self._cond.notify_all()
         return Empty()
+
+    def _record_size(self, key: TaskRunKey) -> int:
+        """Bytes of the TaskRun's record on the real server: its inputs and what the reports
+        it took so far keep (a late report of a timed-out attempt is ignored there)."""
+        scheduled = self._scheduled.get(key) or []
+        inputs = sum(v.ByteSize() for v in scheduled[-1].variables) if scheduled else 0
+        kept = sum(
+            _attempt_size(report)
+            for reporter, report in self._reports
+            if task_run_key(report.task_run_id, reporter) == key
+            and (key, report.attempt_number) not in self._timed_out
+        )
+        return RECORD_OVERHEAD + inputs + kept
 
     def _put_wf_spec(self, request: PutWfSpecRequest, context: grpc.ServicerContext) -> WfSpec:
         if not _NAME_RE.match(request.name):

@@ -18,11 +18,21 @@ import grpc
 import littlehorse
 import pytest
 from littlehorse.exceptions import LHTaskException
-from littlehorse.model import LittleHorseStub, PollTaskRequest, TaskDefId, VariableType
+from littlehorse.model import (
+    LHErrorType,
+    LHTaskError,
+    LittleHorseStub,
+    PollTaskRequest,
+    ReportTaskRun,
+    TaskDefId,
+    TaskStatus,
+    VariableType,
+)
 from littlehorse.utils import extract_value
 from littlehorse.worker import LHTaskWorker, WorkerContext
 
 from lh.fake_server import (
+    RECORD_LIMIT,
     FakeLittleHorse,
     StreamEnd,
     decode_report,
@@ -426,6 +436,61 @@ def test_time_out_redelivers_unreported_attempts_as_the_next_attempt(
     with _open_poll(fake, "anything") as responses:
         redelivered = next(responses).result
     assert (redelivered.task_run_id, redelivered.attempt_number) == (first, 1)
+
+
+def _report(task: Any, size: int, attempt: int = 0, **fields: Any) -> ReportTaskRun:
+    report = ReportTaskRun(
+        task_run_id=task.task_run_id,
+        attempt_number=attempt,
+        status=TaskStatus.TASK_SUCCESS,
+        output=littlehorse.to_variable_value({"blob": "x" * size}),
+        **fields,
+    )
+    report.time.GetCurrentTime()
+    return report
+
+
+def test_a_report_over_the_record_limit_is_unavailable(fake: FakeLittleHorse) -> None:
+    run_id = fake.schedule_task("anything", {"n": 1})
+    with _open_poll(fake, "anything") as responses:
+        task = next(responses).result
+    stub = LittleHorseStub(grpc.insecure_channel(fake.address))
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.ReportTask(_report(task, 1_100_000), timeout=5)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert refused.value.details() == "Failed recording task claim to Kafka"
+    assert fake.reports == []
+    (kept,) = fake.refused_reports
+    assert (kept.answered, kept.report.task_run_id) == ("UNAVAILABLE", run_id)
+
+
+def test_a_report_whose_task_run_record_would_be_too_large_is_dropped(
+    fake: FakeLittleHorse,
+) -> None:
+    # The report fits, but the record keeps the 300 KB of inputs and the first attempt too.
+    run_id = fake.schedule_task("anything", {"s": "i" * 300_000})
+    with _open_poll(fake, "anything") as responses:
+        task = next(responses).result
+    stub = LittleHorseStub(grpc.insecure_channel(fake.address))
+    failed = _report(
+        task,
+        0,
+        error=LHTaskError(type=LHErrorType.TASK_ERROR, message="e" * 40_000),
+        log_output=littlehorse.to_variable_value("l" * 30_000),
+    )
+    failed.status = TaskStatus.TASK_FAILED
+    failed.ClearField("output")
+    stub.ReportTask(failed, timeout=5)
+    fake.retry_task(run_id)
+    with _open_poll(fake, "anything") as responses:
+        assert next(responses).result.attempt_number == 1
+    stub.ReportTask(_report(task, 700_000, attempt=1), timeout=5)  # answered OK...
+    assert [r.attempt_number for r in fake.reports] == [0]  # ...and not kept
+    (dropped,) = fake.refused_reports
+    assert dropped.answered == "OK" and dropped.size > RECORD_LIMIT
+    # One that leaves the record under the limit is kept.
+    stub.ReportTask(_report(task, 600_000, attempt=1), timeout=5)
+    assert [r.attempt_number for r in fake.reports] == [0, 1]
 
 
 def test_task_guids_repeat_across_wf_runs_as_on_the_real_server(fake: FakeLittleHorse) -> None:

@@ -78,6 +78,30 @@ async def test_polls_again_within_5_s_of_littlehorse_answering(
     assert "reconnecting" in caplog.text
 
 
+async def test_registers_through_an_advertised_host_when_its_own_does_not_answer(
+    fake: FakeLittleHorse, comfyui_mock: MockHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A cluster of two reached at the first one's address (LHC_API_HOST): the first goes
+    # down for good, then the second one's stream ends. Registering only at LHC_API_HOST,
+    # the worker would never poll the second one again.
+    caplog.set_level(logging.INFO)
+    with FakeLittleHorse() as other:
+        for server in (fake, other):
+            server.advertise([fake.address, other.address])
+        async with supervised(fake, comfyui_mock) as supervisor:
+            await wait_for(lambda: other.pollers(TASK_NAME) > 0, 15, "polling the other")
+            fake.stop()
+            await asyncio.to_thread(other.restart)
+            answering = time.monotonic()
+            delay = await claim_delay(other, answering)
+            print(f"own host down, the other restarted: next claim after {delay:.2f} s")
+            assert delay < 5.0
+            assert supervisor.polling
+    assert f"registered {TASK_NAME!r} through {other.address}, a host it advertised" in (
+        caplog.text
+    )
+
+
 async def test_backs_off_while_littlehorse_is_down_and_resumes(
     fake: FakeLittleHorse, comfyui_mock: MockHandle, caplog: pytest.LogCaptureFixture
 ) -> None:

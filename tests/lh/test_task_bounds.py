@@ -14,7 +14,7 @@ import pytest
 from littlehorse.worker import LHTaskWorker
 
 from comfyui_mock.handle import MockHandle
-from comfyui_worker.bounds import MAX_LOG_BYTES
+from comfyui_worker.bounds import MAX_LOG_BYTES, MAX_RESULT_CEILING, result_limit
 from comfyui_worker.constants import TASK_NAME, TEMPLATE_TASK_NAME
 from comfyui_worker.execution import Executor
 from comfyui_worker.lh.task import make_template_task_function
@@ -74,6 +74,50 @@ async def test_a_result_that_cannot_fit_is_output_too_large(
     assert content["limit"] == 4_000 and content["size"] > 4_000
     assert content["parts"]["files"] > content["parts"]["texts"]
     assert len(report.exception_message) + len(json.dumps(content)) <= 4_000
+
+
+def doubled_text(seed: str, doublings: int) -> dict[str, Any]:
+    """StringConcatenate nodes doubling `seed` `doublings` times, into a PreviewAny: a text
+    2 ** doublings times the seed from a workflow about the seed's size."""
+    workflow: dict[str, Any] = {
+        "10": {
+            "class_type": "StringConcatenate",
+            "inputs": {"string_a": seed, "string_b": "", "delimiter": ""},
+        }
+    }
+    for n in range(11, 11 + doublings):
+        workflow[str(n)] = {
+            "class_type": "StringConcatenate",
+            "inputs": {"string_a": [str(n - 1), 0], "string_b": [str(n - 1), 0], "delimiter": ""},
+        }
+    workflow["9"] = {"class_type": "PreviewAny", "inputs": {"source": [str(10 + doublings), 0]}}
+    return workflow
+
+
+async def test_the_result_leaves_the_task_runs_inputs_their_room_in_its_record(
+    fake: FakeLittleHorse, comfyui_mock: MockHandle
+) -> None:
+    # 300 KB of inputs, a 1.2 MB text, COMFYUI_MAX_RESULT_BYTES at its ceiling: a result of
+    # the ceiling fits a report, but not the TaskRun's record beside the inputs. The real
+    # server drops such a report (or stops processing), so the text is cut further.
+    settings = settings_for(
+        comfyui_mock, max_result_bytes=MAX_RESULT_CEILING, max_workflow_bytes=400_000
+    )
+    workflow = doubled_text("s" * 300_000, 2)
+    w = Worker(fake, settings)
+    async with running_worker(fake, w.lh_worker(), TASK_NAME):
+        run_id = fake.schedule_task(TASK_NAME, {"workflow": workflow})
+        report = decode_report(await fake.await_report(run_id, timeout=15))
+    await w.executor.aclose()
+    assert report.status == "TASK_SUCCESS", report.error_message
+    assert fake.refused_reports == []
+    inputs = len(json.dumps(workflow, separators=(",", ":")))
+    size = len(json.dumps(report.output))
+    limit = result_limit(MAX_RESULT_CEILING, inputs, 0).max_bytes
+    assert size <= limit < MAX_RESULT_CEILING - inputs + 20_000
+    assert size > limit - 1_000  # cut to the room left, not further
+    (text,) = report.output["texts"]
+    assert text["text"].endswith(" bytes]") and "[truncated " in text["text"]
 
 
 async def test_a_huge_execution_error_is_bounded_everywhere(

@@ -11,14 +11,20 @@ import pytest
 from pydantic import ValidationError
 
 from comfyui_worker.bounds import (
+    EARLIER_ATTEMPT_BYTES,
+    LH_RECORD_LIMIT,
     MAX_LOG_BYTES,
     MAX_RESULT_CEILING,
+    MIN_RESULT_LIMIT,
+    RECORD_OVERHEAD,
     LogBudget,
     bound_details,
     bound_result,
     off_loop,
+    result_limit,
     serialized_size,
     truncate,
+    truncate_start,
 )
 from comfyui_worker.constants import ExceptionName
 from comfyui_worker.exceptions import (
@@ -131,6 +137,35 @@ def test_the_log_stays_under_budget_and_keeps_room_for_the_failure() -> None:
 def test_max_result_bytes_must_fit_a_littlehorse_record(value: int) -> None:
     with pytest.raises(ValidationError, match="max_result_bytes"):
         Settings(_env_file=None, max_result_bytes=value)  # type: ignore[call-arg]
+
+
+def test_the_result_limit_is_the_setting_while_the_task_runs_record_holds_it() -> None:
+    assert result_limit(LIMIT, 2_000, 0).max_bytes == LIMIT
+    assert result_limit(LIMIT, 2_000, 3).max_bytes == LIMIT
+    ceiling = result_limit(MAX_RESULT_CEILING, 2_000, 0)
+    assert (ceiling.max_bytes, ceiling.name) == (MAX_RESULT_CEILING, "COMFYUI_MAX_RESULT_BYTES")
+
+
+def test_the_inputs_and_earlier_attempts_take_their_share_of_the_record() -> None:
+    # The record: its overhead, the inputs, the earlier attempts, this attempt's log, result.
+    limit = result_limit(MAX_RESULT_CEILING, 300_000, 2)
+    expected = LH_RECORD_LIMIT - RECORD_OVERHEAD - 300_000 - MAX_LOG_BYTES
+    assert limit.max_bytes == expected - 2 * EARLIER_ATTEMPT_BYTES
+    assert limit.name == (
+        "the room its LittleHorse record leaves (300,000 bytes of inputs, 2 earlier attempt(s))"
+    )
+    with pytest.raises(OutputTooLargeError, match=r"over the room its LittleHorse record"):
+        bound_result(result_with(files=30_000), limit.max_bytes, limit_name=limit.name)
+    # Never so little that an exception would not fit.
+    assert result_limit(LIMIT, 512_000, 20).max_bytes == MIN_RESULT_LIMIT
+
+
+def test_truncate_start_keeps_the_end_of_a_traceback() -> None:
+    traceback = "Traceback (most recent call last):\n" + "  frame\n" * 10_000 + "ValueError: no"
+    cut = truncate_start(traceback, 2_000)
+    assert cut.endswith("ValueError: no") and cut.startswith("…[truncated ")
+    assert len(json.dumps(cut)) - 2 <= 2_000
+    assert truncate_start("short", 2_000) == "short"
 
 
 def test_max_result_bytes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

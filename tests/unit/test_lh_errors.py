@@ -10,6 +10,7 @@ from littlehorse.model import LHTaskError, ReportTaskRun
 from littlehorse.model import LHTaskException as LHTaskExceptionModel
 from littlehorse.utils import extract_value, to_variable_value
 
+from comfyui_worker.bounds import MAX_ERROR_BYTES
 from comfyui_worker.constants import ExceptionName
 from comfyui_worker.exceptions import (
     BrokenTemplateError,
@@ -231,3 +232,15 @@ def test_what_a_report_carries_is_redacted_as_log_lines_are() -> None:
     assert business.exception.message == "refused http://***@comfy:1"
     content = json.loads(business.exception.content.json_obj)
     assert content == {"message": "see ws://***@comfy:1/ws"}
+
+
+def test_a_failures_traceback_is_cut_to_its_last_bytes() -> None:
+    # The TaskRun's record keeps every attempt's error: each is bounded.
+    frames = "".join(f'  File "x.py", line {n}, in f\n    call()\n' for n in range(5_000))
+    failed = ReportTaskRun(
+        error=LHTaskError(message=f"Traceback (most recent call last):\n{frames}OSError: gone")
+    )
+    redact_report(failed)
+    assert len(failed.error.message.encode()) <= MAX_ERROR_BYTES
+    assert failed.error.message.startswith("…[truncated ")
+    assert failed.error.message.endswith("OSError: gone")

@@ -18,7 +18,15 @@ from littlehorse import to_variable_value
 from littlehorse.exceptions import LHTaskException
 from littlehorse.model import LHErrorType, LHTaskError, ReportTaskRun, ScheduledTask, TaskStatus
 
-from ..bounds import MAX_MESSAGE_BYTES, bound_details, off_loop, serialized_size, truncate
+from ..bounds import (
+    MAX_ERROR_BYTES,
+    MAX_MESSAGE_BYTES,
+    bound_details,
+    off_loop,
+    serialized_size,
+    truncate,
+    truncate_start,
+)
 from ..constants import DEFAULT_MAX_RESULT_BYTES, DEFAULT_RETRYABLE_EXECUTION_ERRORS, ExceptionName
 from ..exceptions import (
     BrokenTemplateError,
@@ -128,9 +136,10 @@ def not_started_report(task: ScheduledTask, reason: str) -> ReportTaskRun:
 
 def redact_report(report: ReportTaskRun) -> None:
     """Credentials out of what LittleHorse stores for an attempt (its TASK_FAILED message is
-    the whole traceback, chained exceptions' messages included)."""
+    the whole traceback, chained exceptions' messages included), and that message cut to its
+    last MAX_ERROR_BYTES: the TaskRun's record keeps every attempt's (`bounds.result_limit`)."""
     if report.HasField("error"):
-        report.error.message = redact(report.error.message)
+        report.error.message = truncate_start(redact(report.error.message), MAX_ERROR_BYTES)
     if report.HasField("exception"):
         report.exception.message = redact(report.exception.message)
         if report.exception.content.HasField("json_obj"):

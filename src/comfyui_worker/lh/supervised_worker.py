@@ -7,7 +7,10 @@
   replaced as soon as LittleHorse answers `RegisterTaskWorker` again, instead of at the next
   60 s heartbeat (error) or never (OK);
 - while LittleHorse does not answer, registration is retried with a capped back-off, each try
-  on a fresh channel so gRPC's own reconnect back-off cannot hold it back;
+  on a fresh channel so gRPC's own reconnect back-off cannot hold it back, and in turn through
+  the hosts LittleHorse last advertised: in a cluster reached at one server's address
+  (LHC_API_HOST), that server down would otherwise keep the worker from ever polling the
+  others again once their streams end;
 - claiming is gated (`may_claim`, the process's `Supervisor` decides): while it is closed
   every poll stream is stopped, so no task is claimed, while tasks already claimed keep
   running and reporting;
@@ -116,6 +119,11 @@ class SupervisedWorker(LHTaskWorker):  # type: ignore[misc]
         self._wake = asyncio.Event()
         self._heartbeat_channel: grpc.aio.Channel | None = None
         self._flaps = 0
+        # Where registration goes: the bootstrap host (LHC_API_HOST) first, then, while it
+        # does not answer, each host LittleHorse advertised in its last answer, in turn.
+        self._advertised: list[str] = []
+        self._register_via: str | None = None  # None: the bootstrap host
+        self._registered_via: str | None = None
 
     @property
     def polling(self) -> bool:
@@ -191,8 +199,11 @@ class SupervisedWorker(LHTaskWorker):  # type: ignore[misc]
                     )
                     failures, last_warning = 0, 0.0
                 self._liveness_controller.notify_success_call(reply)
+                hosts = [f"{h.host}:{h.port}" for h in reply.your_hosts]
+                if hosts:
+                    self._advertised = hosts
                 if self.claiming:
-                    self._reconcile([f"{h.host}:{h.port}" for h in reply.your_hosts])
+                    self._reconcile(hosts)
                 await self._nap(HEARTBEAT_INTERVAL)
         finally:
             self._stop_connections()
@@ -206,7 +217,9 @@ class SupervisedWorker(LHTaskWorker):  # type: ignore[misc]
 
     async def _register(self) -> RegisterTaskWorkerResponse:
         if self._heartbeat_channel is None:
-            self._heartbeat_channel = self._config.establish_channel(async_channel=True)
+            self._heartbeat_channel = self._config.establish_channel(
+                self._register_via, async_channel=True
+            )
         request = RegisterTaskWorkerRequest(
             task_worker_id=self._config.task_worker_id, task_def_id=self._task.task_def.id
         )
@@ -215,10 +228,30 @@ class SupervisedWorker(LHTaskWorker):  # type: ignore[misc]
                 self._heartbeat_channel
             ).RegisterTaskWorker(request, timeout=REGISTER_TIMEOUT)
         except BaseException:
-            # A fresh channel next time: this one may sit in gRPC's reconnect back-off.
+            # A fresh channel next time, to the next host: this one may sit in gRPC's
+            # reconnect back-off, or be down for good.
             await self._close_heartbeat_channel()
+            self._next_register_host()
             raise
+        if self._register_via != self._registered_via:
+            self._registered_via = self._register_via
+            if self._register_via is not None:
+                log.warning(
+                    "LittleHorse at %s (LHC_API_HOST) does not answer; registered %r "
+                    "through %s, a host it advertised",
+                    self._config.bootstrap_server,
+                    self._task_def_name,
+                    self._register_via,
+                )
         return reply
+
+    def _next_register_host(self) -> None:
+        """After a failed registration: the next of the bootstrap host and the advertised
+        hosts (the bootstrap one may be among those)."""
+        others = [h for h in self._advertised if h != self._config.bootstrap_server]
+        turn: list[str | None] = [None, *others]
+        position = turn.index(self._register_via) if self._register_via in turn else 0
+        self._register_via = turn[(position + 1) % len(turn)]
 
     async def _close_heartbeat_channel(self) -> None:
         channel, self._heartbeat_channel = self._heartbeat_channel, None

@@ -11,7 +11,7 @@ from typing import Any
 
 from littlehorse.worker import WorkerContext
 
-from ..bounds import LogBudget, bound_result, off_loop
+from ..bounds import LogBudget, ResultLimit, bound_result, off_loop, result_limit, serialized_size
 from ..comfyui.models import PromptTag
 from ..constants import JobOutcome
 from ..exceptions import ComfyUIWorkerError
@@ -83,7 +83,7 @@ def make_task_function(
                 observer=observer,
                 tag=job.tag,
             )
-            return await _finished(result, executor.settings)
+            return await _finished(result, job.limit)
 
     return execute_comfyui_workflow
 
@@ -147,17 +147,28 @@ def _job_runner(
                 observer=observer,
                 tag=job.tag,
             )
-            return await _finished(result, executor.settings)
+            return await _finished(result, job.limit)
 
     return run
 
 
 @dataclass(frozen=True, slots=True)
 class _Attempt:
-    """This attempt's prompt id and the tag its prompt carries."""
+    """This attempt's prompt id, the tag its prompt carries, and how large its result or
+    exception may be."""
 
     prompt_id: str
     tag: PromptTag
+    limit: ResultLimit
+
+
+def inputs_bytes(ctx: WorkerContext, given: dict[str, Any]) -> int:
+    """Bytes of the TaskRun's input variables as LittleHorse keeps them in its record."""
+    # The SDK keeps the ScheduledTask it was given (littlehorse-client 1.3.0, pinned).
+    scheduled = getattr(ctx, "_scheduled_task", None)
+    if scheduled is not None:
+        return sum(int(variable.ByteSize()) for variable in scheduled.variables)
+    return serialized_size(given)
 
 
 @contextlib.asynccontextmanager
@@ -169,7 +180,8 @@ async def _task_run(
     identity = JobIdentity.of(ctx.task_run_id, scope)
     # A digest of what the task was given: off the loop when that is large (a big workflow).
     tag = await off_loop(given, lambda: identity.tag(ctx.task_def_name, given))
-    attempt = _Attempt(identity.prompt_id, tag)
+    limit = result_limit(settings.max_result_bytes, inputs_bytes(ctx, given), ctx.attempt_number)
+    attempt = _Attempt(identity.prompt_id, tag, limit)
     prompt_id = attempt.prompt_id
     observer = TaskObserver(ctx, identity)
     bind_job(
@@ -196,7 +208,7 @@ async def _task_run(
         name = business.value if business else type(exc).__name__
         if business is not None:
             outcome = JobOutcome.BUSINESS_EXCEPTION
-            reported = await lh_exception(exc, business, max_bytes=settings.max_result_bytes)
+            reported = await lh_exception(exc, business, max_bytes=limit.max_bytes)
             log_business_exception(exc, reported)
             raise reported from exc
         raise
@@ -210,9 +222,11 @@ async def _task_run(
         observer.close(outcome, name)
 
 
-async def _finished(result: dict[str, Any], settings: Settings) -> dict[str, Any]:
+async def _finished(result: dict[str, Any], limit: ResultLimit) -> dict[str, Any]:
     """A successful job's result as LittleHorse gets it: its delivered files counted (the
     manifest has sizes), then bounded to what LittleHorse stores."""
     files = result.get("files", [])
     metrics.record_delivered(len(files), sum(int(f.get("size", 0)) for f in files))
-    return await off_loop(result, lambda: bound_result(result, settings.max_result_bytes))
+    return await off_loop(
+        result, lambda: bound_result(result, limit.max_bytes, limit_name=limit.name)
+    )

@@ -311,3 +311,25 @@ async def test_job_delay_spreads_over_executed_nodes(
     prompt_id = await comfy.submit_ok(save_prompt("delay/x", color=15))
     await comfy.wait_history(prompt_id)
     assert time.monotonic() - started >= 0.3
+
+
+async def test_string_concatenate_chains_into_a_long_preview_text(comfy: Comfy) -> None:
+    prompt = {
+        "1": {
+            "class_type": "StringConcatenate",
+            "inputs": {"string_a": "ab", "string_b": "cd", "delimiter": "-"},
+        },
+        "2": {
+            "class_type": "StringConcatenate",
+            "inputs": {"string_a": ["1", 0], "string_b": ["1", 0], "delimiter": ""},
+        },
+        "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}},
+    }
+    prompt_id = await comfy.submit_ok(prompt)
+    outputs = (await comfy.wait_history(prompt_id))["outputs"]
+    assert outputs == {"3": {"text": ["ab-cdab-cd"]}}
+    # As in ComfyUI, the delimiter is a required input even though it has a default.
+    del prompt["2"]["inputs"]["delimiter"]
+    refused = await comfy.http.post("/prompt", json={"prompt": prompt})
+    assert refused.status_code == 400
+    assert refused.json()["node_errors"]["2"]["errors"][0]["type"] == "required_input_missing"
