@@ -84,9 +84,14 @@ MAX_BACKOFF = BACKOFF.max_delay_ms / 1000
 RPC_TIMEOUT = 5.0
 POLL_INTERVAL = 0.25
 START_DEADLINE = 90.0  # RunWf retried this long (the restart)
-# A WfRun not ended this long after it started is stuck. The longest seen: 23 s (claimed at
+# A WfRun not ended this long after it started is stuck. The longest seen: 26 s (claimed at
 # the SIGKILL: the restart, then the task timeout, then the retry).
 WF_RUN_DEADLINE = 90.0
+# A retry still TASK_PENDING this long after its backoff ended will not be scheduled.
+PENDING_FOR_GOOD = 30.0
+# The server's lost retries: the attempt before failed between MAX_BACKOFF before the
+# SIGKILL and this long after the server was writable again (seen: up to 0.3 s after).
+LOST_RETRY_WINDOW = 30.0
 RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 pytestmark = [
@@ -278,8 +283,10 @@ async def start_wf_run(stub: LittleHorseStub, record: Record) -> None:
 async def wait_ended(stub: LittleHorseStub, record: Record) -> None:
     """GetWfRun until the WfRun has ended, or WF_RUN_DEADLINE has passed (then it is stuck,
     and its last status stays in the record). NOT_FOUND is waited out too: a WfRun the
-    server lost stays "never started"."""
+    server lost stays "never started". A WfRun whose retry the server has left TASK_PENDING
+    for PENDING_FOR_GOOD s past its backoff is not waited for any longer."""
     wf_run_id = WfRunId(id=record.wf_run_id)
+    next_look = record.started + PENDING_FOR_GOOD
     while True:
         try:
             wf_run = await stub.GetWfRun(wf_run_id, timeout=RPC_TIMEOUT)
@@ -293,7 +300,30 @@ async def wait_ended(stub: LittleHorseStub, record: Record) -> None:
                 return
         if time.monotonic() - record.started > WF_RUN_DEADLINE:
             return
+        if time.monotonic() > next_look:
+            next_look = time.monotonic() + 5
+            if await _retry_left_pending(stub, wf_run_id):
+                return
         await asyncio.sleep(POLL_INTERVAL)
+
+
+async def _retry_left_pending(stub: LittleHorseStub, wf_run_id: WfRunId) -> bool:
+    try:
+        runs = await stub.ListTaskRuns(
+            ListTaskRunsRequest(wf_run_id=wf_run_id), timeout=RPC_TIMEOUT
+        )
+    except grpc.aio.AioRpcError:
+        return False
+    for task_run in runs.results:
+        attempts = task_run.attempts
+        if (
+            len(attempts) >= 2
+            and attempts[-1].status == TaskStatus.TASK_PENDING
+            and attempts[-2].HasField("end_time")
+            and time.time() - _stamp(attempts[-2].end_time) > MAX_BACKOFF + PENDING_FOR_GOOD
+        ):
+            return True
+    return False
 
 
 async def read_back(stub: LittleHorseStub, record: Record) -> None:
@@ -508,21 +538,29 @@ class Outcome:
     def retry_lost_by_the_server(self, record: Record) -> bool:
         """LittleHorse's defect, not the worker's: the TaskRun waits for a retry that the
         server itself should have scheduled when its backoff ended (TASK_PENDING: no worker
-        has seen that attempt), and the attempt before failed so shortly before the SIGKILL
-        that the backoff ended while the server was down or not yet writable again."""
+        has seen that attempt), and the attempt before failed around the restart: so shortly
+        before the SIGKILL that the backoff ended while the server was down, or while it
+        recovered (a report the worker sent while it was not yet writable is processed once
+        it is)."""
         if len(record.task_runs) != 1:
             return False
         attempts = record.task_runs[0].attempts
         if len(attempts) < 2 or attempts[-1].status != TaskStatus.TASK_PENDING:
             return False
+        if not attempts[-2].HasField("end_time"):
+            return False
         failed_at = _stamp(attempts[-2].end_time)
         restart = self.soak.restart
-        return restart.killed_at - MAX_BACKOFF - 1 <= failed_at <= restart.writable_at + 1
+        return (
+            restart.killed_at - MAX_BACKOFF - 1
+            <= failed_at
+            <= restart.writable_at + LOST_RETRY_WINDOW
+        )
 
-    def timeouts(self) -> list[float]:
+    def timeouts(self) -> list[tuple[float, str]]:
         killed = self.soak.restart.killed_at
         return sorted(
-            _stamp(a.start_time) - killed
+            (_stamp(a.start_time) - killed, r.wf_run_id)
             for r in self.soak.records
             for t in r.task_runs
             for a in t.attempts
@@ -580,8 +618,16 @@ class Outcome:
             f"| ... then writes go through after | {_seconds(restart.writable)} |",
             f"| WfRuns whose RunWf was retried (the restart) | "
             f"{sum(1 for r in records if r.run_wf_tries > 1)} |",
-            "| WfRuns left RUNNING by LittleHorse: a retry due during the restart never "
-            f"scheduled (TASK_PENDING) | {len(self.retry_never_scheduled)} |",
+            "| WfRuns left RUNNING by LittleHorse: a retry due around the restart never "
+            "scheduled (TASK_PENDING) | "
+            + (
+                "; ".join(
+                    f"{r.wf_run_id}: {', '.join(self.attempts(r))}"
+                    for r in self.retry_never_scheduled
+                )
+                or "0"
+            )
+            + " |",
             "| outcome | WfRuns |",
             "| --- | --- |",
             *(
@@ -594,8 +640,8 @@ class Outcome:
             "| attempts ended | attempts |",
             "| --- | --- |",
             *(f"| {status} | {n} |" for status, n in sorted(statuses.items())),
-            "| TASK_TIMEOUT attempts: started, s from the SIGKILL | "
-            + (", ".join(f"{t:+.1f}" for t in self.timeouts()) or "-")
+            "| TASK_TIMEOUT attempts: WfRun, started (s from the SIGKILL) | "
+            + (", ".join(f"{wf_run_id} {t:+.1f}" for t, wf_run_id in self.timeouts()) or "-")
             + " |",
             "| executions of a prompt, both mocks together | prompts |",
             "| --- | --- |",
