@@ -284,6 +284,9 @@ class FakeLittleHorse:
         self._handed_out = 0
         self._empty_replies = 0
         self._put_task_def_refusal: grpc.StatusCode | None = None
+        # A new TaskDef is NOT_FOUND for this many reads after its put; by name, those left.
+        self._task_def_read_lag = 0
+        self._unseen_task_defs: dict[str, int] = {}
         self._handouts: list[Handout] = []
         self._timed_out: set[tuple[TaskRunKey, int]] = set()
         self._holding_handouts = False
@@ -458,6 +461,13 @@ class FakeLittleHorse:
         credentials that may run tasks but not write metadata. GetTaskDef still answers."""
         with self._cond:
             self._put_task_def_refusal = code
+
+    def lag_task_def_reads(self, reads: int) -> None:
+        """Each TaskDef put from now on answers NOT_FOUND to its next `reads` GetTaskDef
+        calls, as the real server does for a moment (it answers the put before the TaskDef
+        is committed: 25-60 ms, one or two reads)."""
+        with self._cond:
+            self._task_def_read_lag = reads
 
     # ------------------------------------------------------------------ scheduling
 
@@ -734,11 +744,16 @@ class FakeLittleHorse:
                 created_at=_now(),
             )
             self._task_defs[request.name] = task_def
+            if self._task_def_read_lag:
+                self._unseen_task_defs[request.name] = self._task_def_read_lag
             return task_def
 
     def _get_task_def(self, request: TaskDefId, context: grpc.ServicerContext) -> TaskDef:
         with self._cond:
             task_def = self._task_defs.get(request.name)
+            if self._unseen_task_defs.get(request.name, 0) > 0:
+                self._unseen_task_defs[request.name] -= 1
+                task_def = None
         if task_def is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"Couldn't find TaskDef {request.name}")
         return task_def

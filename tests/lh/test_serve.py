@@ -51,6 +51,22 @@ async def test_serve_registers_runs_tasks_and_stops_on_sigterm(
     assert "signal received: draining" in output and "drained: exiting" in output
 
 
+async def test_serve_starts_when_its_new_task_def_is_not_readable_at_once(
+    fake: FakeLittleHorse, comfyui_mock: MockHandle, tmp_path: Path
+) -> None:
+    # As on a fresh real server: the TaskDef serve puts is NOT_FOUND for a read or two.
+    fake.lag_task_def_reads(2)
+    proc = await start_serve(serve_env(fake, comfyui_mock), tmp_path)
+    try:
+        await wait_polling(proc, fake, TASK_NAME)
+        run_id = fake.schedule_task(TASK_NAME, {"workflow": WORKFLOW})
+        report = decode_report(await fake.await_report(run_id, timeout=15))
+        assert report.status == "TASK_SUCCESS", report.error_message
+    finally:
+        output = await stop_process(proc)
+    assert "NOT_FOUND" not in output
+
+
 async def test_serve_fails_clearly_when_littlehorse_is_unreachable(
     comfyui_mock: MockHandle, tmp_path: Path
 ) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from typing import Any
 
 import grpc
@@ -34,6 +35,11 @@ from .task import (
 )
 
 log = logging.getLogger(__name__)
+
+# LittleHorse answers PutTaskDef before the TaskDef is committed: a read right after can say
+# NOT_FOUND (on the real server 25-60 ms, one or two reads). `serve` reads it next.
+VISIBLE_TIMEOUT = 10.0
+VISIBLE_POLL = 0.05
 
 
 class TaskDefError(RuntimeError):
@@ -71,9 +77,10 @@ def template_store(executor: Executor) -> TemplateStore:
 
 
 def register(config: LHConfig, task: TaskFunction, name: str = TASK_NAME) -> str:
-    """Put the TaskDef `task`'s signature describes. An identical existing one is fine; a
-    conflicting one raises TaskDefConflictError. Credentials that may not write TaskDefs are
-    fine when ours is already there. Blocking (the SDK's sync gRPC stub)."""
+    """Put the TaskDef `task`'s signature describes and wait until it can be read. An
+    identical existing one is fine; a conflicting one raises TaskDefConflictError.
+    Credentials that may not write TaskDefs are fine when ours is already there. Blocking
+    (the SDK's sync gRPC stub)."""
     try:
         littlehorse.create_task_def(task, name, config)
     except grpc.RpcError as exc:
@@ -106,11 +113,25 @@ def register(config: LHConfig, task: TaskFunction, name: str = TASK_NAME) -> str
             f"{exc.details()}; and it does not exist yet. Register it once with credentials "
             "allowed to write TaskDefs (comfyui-worker register)."
         ) from exc
+    _wait_visible(config, name)
     return f"TaskDef {name!r} registered"
 
 
 def register_all(config: LHConfig, tasks: dict[str, TaskFunction]) -> list[str]:
     return [register(config, task, name) for name, task in tasks.items()]
+
+
+def _wait_visible(config: LHConfig, name: str) -> None:
+    """Until GetTaskDef finds the TaskDef just put, for VISIBLE_TIMEOUT s at most (then the
+    caller's own read reports what LittleHorse says)."""
+    deadline = time.monotonic() + VISIBLE_TIMEOUT
+    while _existing_task_def(config, name) is None:
+        if time.monotonic() >= deadline:
+            log.warning(
+                "TaskDef %r was put but is not readable after %.0f s", name, VISIBLE_TIMEOUT
+            )
+            return
+        time.sleep(VISIBLE_POLL)
 
 
 def _existing_task_def(config: LHConfig, name: str) -> TaskDef | None:
