@@ -212,6 +212,19 @@ def real_latency_rows(lat: RealLatencies, job: str) -> list[Row]:
                 "the floor", "the no-op WfRun"
             ),
         ),
+        sample_row(
+            "real LH: no-op task, handed out to report processed (server's clock)",
+            lat.task_ms["noop"],
+            "ms",
+        ),
+        sample_row(
+            "real LH: serve's task, handed out to report processed (server's clock)",
+            lat.task_ms["serve"],
+            "ms",
+            overhead(lat.task_ms["serve"], lat.task_ms["noop"]).replace(
+                "the floor", "the no-op task"
+            ),
+        ),
     ]
 
 

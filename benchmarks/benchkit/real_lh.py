@@ -21,8 +21,10 @@ from harness_jvm import HOST
 from littlehorse.config import LHConfig
 from littlehorse.model import (
     LHStatus,
+    ListTaskRunsRequest,
     PutTenantRequest,
     RunWfRequest,
+    TaskAttempt,
     TaskDefId,
     TenantId,
     WfRun,
@@ -235,18 +237,40 @@ async def _ended(lh: RealLH, wf_run_id: str, poll: float, timeout: float) -> WfR
         await asyncio.sleep(poll)
 
 
+async def _ended_attempt(lh: RealLH, wf_run_id: str) -> TaskAttempt:
+    """The WfRun's one task attempt, once the TaskRun shows it ended: for a moment after
+    GetWfRun says COMPLETED, ListTaskRuns can still show the attempt TASK_RUNNING."""
+    deadline = time.monotonic() + 10
+    while True:
+        runs = await lh.stub.ListTaskRuns(
+            ListTaskRunsRequest(wf_run_id=WfRunId(id=wf_run_id)), timeout=10
+        )
+        (attempt,) = runs.results[0].attempts
+        if attempt.HasField("end_time"):
+            return attempt
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"WfRun {wf_run_id} ended, its task attempt still shows no end")
+        await asyncio.sleep(0.01)
+
+
 def _seconds(stamp: object) -> float:
     return stamp.seconds + stamp.nanos / 1e9  # type: ignore[attr-defined]
 
 
-async def timed_wf_run(lh: RealLH, worker: Worker) -> tuple[float, float]:
-    """One WfRun: milliseconds from RunWf to GetWfRun saying COMPLETED, and on the server's
-    own clock from the WfRun's start to its end (whole milliseconds)."""
+async def timed_wf_run(lh: RealLH, worker: Worker) -> tuple[float, float, float]:
+    """One WfRun: milliseconds from RunWf to GetWfRun saying COMPLETED; on the server's own
+    clock (whole milliseconds) from the WfRun's start to its end, and its task's attempt
+    from being handed to the worker to the worker's report being processed."""
     start = time.perf_counter()
     wf_run_id = await _run_wf(lh, worker.wf_spec)
     wf_run = await _ended(lh, wf_run_id, POLL_SECONDS, JOB_TIMEOUT)
     took = (time.perf_counter() - start) * 1000
-    return took, (_seconds(wf_run.end_time) - _seconds(wf_run.start_time)) * 1000
+    attempt = await _ended_attempt(lh, wf_run_id)
+    return (
+        took,
+        (_seconds(wf_run.end_time) - _seconds(wf_run.start_time)) * 1000,
+        (_seconds(attempt.end_time) - _seconds(attempt.start_time)) * 1000,
+    )
 
 
 async def wf_run_burst(lh: RealLH, worker: Worker, count: int) -> float:

@@ -23,6 +23,8 @@ ROWS = [
     "real LH: serve's WfRun less the no-op WfRun less the minimal client",
     "real LH: no-op WfRun, start to end on the server's clock",
     "real LH: serve's WfRun, start to end on the server's clock",
+    "real LH: no-op task, handed out to report processed (server's clock)",
+    "real LH: serve's task, handed out to report processed (server's clock)",
     "real LH: burst of 3 posted straight to ComfyUI",
     "real LH: burst of 3 WfRuns, no-op task",
     "real LH: burst of 3 WfRuns through serve, COMFYUI_MAX_IN_FLIGHT=2",
@@ -64,6 +66,7 @@ def test_bench_through_the_real_server_prints_its_rows(
     # Every worker figure is set against its reference.
     assert "over the no-op WfRun" in by_name[ROWS[2]][5]
     assert "over the no-op WfRun" in by_name[ROWS[5]][5]
-    assert by_name[ROWS[7]][5].endswith("% of straight to ComfyUI")
-    assert all(by_name[name][5].endswith("% of no-op") for name in ROWS[8:])
+    assert "over the no-op task" in by_name[ROWS[7]][5]
+    assert by_name[ROWS[9]][5].endswith("% of straight to ComfyUI")
+    assert all(by_name[name][5].endswith("% of no-op") for name in ROWS[10:])
     assert re.search(r"load average [\d.]+/", run.stdout)

@@ -93,6 +93,9 @@ PENDING_FOR_GOOD = 30.0
 # SIGKILL and this long after the server was writable again (seen: up to 0.3 s after).
 LOST_RETRY_WINDOW = 30.0
 RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# How long the reads of an ended WfRun's TaskRuns and variables may lag behind GetWfRun.
+READ_BACK_SETTLE = 10.0
+UNFINISHED = (TaskStatus.TASK_SCHEDULED, TaskStatus.TASK_RUNNING, TaskStatus.TASK_PENDING)
 
 pytestmark = [
     pytest.mark.real_littlehorse,
@@ -327,19 +330,43 @@ async def _retry_left_pending(stub: LittleHorseStub, wf_run_id: WfRunId) -> bool
 
 
 async def read_back(stub: LittleHorseStub, record: Record) -> None:
-    """The WfRun's TaskRuns (with their attempts) and variables."""
+    """The WfRun's TaskRuns (with their attempts) and variables. Read again while they lag
+    behind the WfRun: for a moment after GetWfRun says it ended, ListTaskRuns can still show
+    its attempt TASK_RUNNING and ListVariables its `result` unset."""
     wf_run_id = WfRunId(id=record.wf_run_id)
     deadline = time.monotonic() + 30
-    runs = await _retrying(
-        lambda: stub.ListTaskRuns(ListTaskRunsRequest(wf_run_id=wf_run_id), timeout=RPC_TIMEOUT),
-        deadline,
-    )
-    record.task_runs = list(runs.results)
-    variables = await _retrying(
-        lambda: stub.ListVariables(ListVariablesRequest(wf_run_id=wf_run_id), timeout=RPC_TIMEOUT),
-        deadline,
-    )
-    record.variables = {v.id.name: extract_value(v.value) for v in variables.results}
+    settled = time.monotonic() + READ_BACK_SETTLE
+    while True:
+        runs = await _retrying(
+            lambda: stub.ListTaskRuns(
+                ListTaskRunsRequest(wf_run_id=wf_run_id), timeout=RPC_TIMEOUT
+            ),
+            deadline,
+        )
+        record.task_runs = list(runs.results)
+        variables = await _retrying(
+            lambda: stub.ListVariables(
+                ListVariablesRequest(wf_run_id=wf_run_id), timeout=RPC_TIMEOUT
+            ),
+            deadline,
+        )
+        record.variables = {v.id.name: extract_value(v.value) for v in variables.results}
+        if record.status not in TERMINAL or _caught_up(record) or time.monotonic() > settled:
+            return
+        await asyncio.sleep(0.1)
+
+
+def _caught_up(record: Record) -> bool:
+    """The TaskRuns and variables show the end GetWfRun reported."""
+    if not record.task_runs or any(
+        t.attempts[-1].status in UNFINISHED for t in record.task_runs if t.attempts
+    ):
+        return False
+    if record.status == LHStatus.COMPLETED:
+        return record.variables.get("result") is not None
+    # Every handler of the WfSpec sets `failure` (an unhandled exception leaves it unset:
+    # the checks then say so, after READ_BACK_SETTLE).
+    return record.status != LHStatus.EXCEPTION or record.variables.get("failure") is not None
 
 
 async def describe_node_runs(stub: LittleHorseStub, record: Record) -> str:
