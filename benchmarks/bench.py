@@ -213,12 +213,12 @@ def real_latency_rows(lat: RealLatencies, job: str) -> list[Row]:
             ),
         ),
         sample_row(
-            "real LH: no-op task, handed out to report processed (server's clock)",
+            "real LH: no-op task's attempt, claimed to reported (its start/end)",
             lat.task_ms["noop"],
             "ms",
         ),
         sample_row(
-            "real LH: serve's task, handed out to report processed (server's clock)",
+            "real LH: serve's task's attempt, claimed to reported (its start/end)",
             lat.task_ms["serve"],
             "ms",
             overhead(lat.task_ms["serve"], lat.task_ms["noop"]).replace(

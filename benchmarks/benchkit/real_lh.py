@@ -259,8 +259,9 @@ def _seconds(stamp: object) -> float:
 
 async def timed_wf_run(lh: RealLH, worker: Worker) -> tuple[float, float, float]:
     """One WfRun: milliseconds from RunWf to GetWfRun saying COMPLETED; on the server's own
-    clock (whole milliseconds) from the WfRun's start to its end, and its task's attempt
-    from being handed to the worker to the worker's report being processed."""
+    clock (whole milliseconds) from the WfRun's start to its end, and its task attempt's start
+    (the server's claim, before the claim goes through Kafka and the task to the worker) to
+    its end (the time the worker's report carries)."""
     start = time.perf_counter()
     wf_run_id = await _run_wf(lh, worker.wf_spec)
     wf_run = await _ended(lh, wf_run_id, POLL_SECONDS, JOB_TIMEOUT)

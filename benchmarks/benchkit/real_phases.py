@@ -20,8 +20,8 @@ KINDS = ("floor", "noop", "serve")
 class RealLatencies:
     """Per kind, milliseconds per job, round i of every kind back to back: `ms` as the client
     sees it (RunWf to COMPLETED; the floor's whole job); on the server's clock (not for the
-    floor) `server_ms` from the WfRun's start to its end, `task_ms` from the task handed to
-    the worker to its report processed."""
+    floor) `server_ms` from the WfRun's start to its end, `task_ms` the task attempt's own
+    start to end: the server's claim to the time the worker's report carries."""
 
     ms: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KINDS})
     server_ms: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KINDS})
