@@ -14,11 +14,12 @@ output delivered to S3 (moto on loopback) in store mode against obstore's own up
 are tiny and model-free (EmptyImage -> PreviewImage), so what is measured is the overhead
 around ComfyUI. About a minute with the defaults; --time-limit bounds it.
 
-With --littlehorse real (or both) the rows through a real LittleHorse server follow (one
-started here with its Kafka, as tests/littlehorse/ does, or --lh-address): a WfRun of the
-tiny workflow through serve against the same WfRun shape whose task does nothing (the SDK's
-own LHTaskWorker: LittleHorse's floor) and the minimal client (ComfyUI's own time), and bursts
-of WfRuns started at once against prompts posted straight to ComfyUI.
+With --littlehorse real the table has the rows through a real LittleHorse server instead
+(with both, after those above; the server is started here with its Kafka, as
+tests/littlehorse/ does, or is --lh-address): a WfRun of the tiny workflow through serve
+against the same WfRun shape whose task does nothing (the SDK's own LHTaskWorker:
+LittleHorse's floor) and the minimal client (ComfyUI's own time), and bursts of WfRuns
+started at once against prompts posted straight to ComfyUI and no-op WfRuns.
 """
 
 from __future__ import annotations
