@@ -3,6 +3,7 @@
     uv run python benchmarks/bench.py
     uv run python benchmarks/bench.py --comfyui-url http://127.0.0.1:8188 \\
         --output-dir ~/ComfyUI/output --temp-dir ~/ComfyUI/temp
+    uv run python benchmarks/bench.py --littlehorse real     # through a real LittleHorse
 
 Prints one Markdown table: the minimal client (the floor), the Executor in websocket and poll
 mode and one task through a real `comfyui-worker serve` under a fake LittleHorse server, all
@@ -12,6 +13,13 @@ per job; the idle gap between jobs in ComfyUI; serve's idle memory and CPU; and 
 output delivered to S3 (moto on loopback) in store mode against obstore's own upload. Jobs
 are tiny and model-free (EmptyImage -> PreviewImage), so what is measured is the overhead
 around ComfyUI. About a minute with the defaults; --time-limit bounds it.
+
+With --littlehorse real the table has the rows through a real LittleHorse server instead
+(with both, after those above; the server is started here with its Kafka, as
+tests/littlehorse/ does, or is --lh-address): a WfRun of the tiny workflow through serve
+against the same WfRun shape whose task does nothing (the SDK's own LHTaskWorker:
+LittleHorse's floor) and the minimal client (ComfyUI's own time), and bursts of WfRuns
+started at once against prompts posted straight to ComfyUI and no-op WfRuns.
 """
 
 from __future__ import annotations
@@ -25,12 +33,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchkit.comfy import Target, http_client, mock_comfyui
 from benchkit.delivery import Uploads, uploads
 from benchkit.phases import Bursts, Latencies, bursts, latencies
 from benchkit.serve import idle_usage, serve_process
 from benchkit.table import Row, median, overhead, render, sample_row
+
+if TYPE_CHECKING:
+    from benchkit.real_phases import RealBursts, RealLatencies
 
 DEFAULT_IN_FLIGHT = 2  # COMFYUI_MAX_IN_FLIGHT's default
 SHORT_JOBS_IN_FLIGHT = 4  # what the README suggests for short jobs on a busy host
@@ -72,6 +84,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--big-rounds", type=int, default=2, help="deliveries of it each way (default 2)"
     )
     parser.add_argument(
+        "--littlehorse",
+        choices=("fake", "real", "both"),
+        default="fake",
+        help="the LittleHorse server: the tests' fake (default), a real one, or both tables",
+    )
+    parser.add_argument(
+        "--lh-address",
+        help="real: a running LittleHorse server (host:port, plaintext) instead of starting one",
+    )
+    parser.add_argument(
+        "--lh-mock-job-seconds",
+        type=float,
+        default=0.0,
+        help="real: how long each job takes the mock (default 0: the overhead alone)",
+    )
+    parser.add_argument(
         "--time-limit", type=float, default=300, help="give up after this many seconds (300)"
     )
     args = parser.parse_args(argv)
@@ -86,6 +114,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def bench(args: argparse.Namespace) -> list[Row]:
+    rows = await fake_bench(args) if args.littlehorse in ("fake", "both") else []
+    if args.littlehorse in ("real", "both"):
+        rows += await real_bench(args)
+    return rows
+
+
+async def fake_bench(args: argparse.Namespace) -> list[Row]:
     async with contextlib.AsyncExitStack() as stack:
         if args.comfyui_url:
             target = Target(args.comfyui_url.rstrip("/"), args.output_dir, args.temp_dir)
@@ -117,6 +152,106 @@ async def bench(args: argparse.Namespace) -> list[Row]:
         ]
         + delivery_rows(delivered, args.big_mb)
     )
+
+
+async def real_bench(args: argparse.Namespace) -> list[Row]:
+    # Imported here: it needs tests/littlehorse/ (the harness) on the path.
+    from benchkit.real_lh import noop_worker, real_littlehorse, serve_on_real_lh
+    from benchkit.real_phases import real_bursts, real_latencies
+
+    async with contextlib.AsyncExitStack() as stack:
+        lh = await stack.enter_async_context(real_littlehorse(args.lh_address))
+        if args.comfyui_url:
+            target = Target(args.comfyui_url.rstrip("/"), args.output_dir, args.temp_dir)
+        else:
+            target = await stack.enter_async_context(mock_comfyui(args.lh_mock_job_seconds))
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-real-")))
+        http = await stack.enter_async_context(http_client(target))
+        noop = await stack.enter_async_context(noop_worker(lh, workdir))
+        by_limit: dict[int, RealBursts] = {}
+        # One serve at a time: two would share the tenant's tasks.
+        limits = [*sorted({args.short_jobs_in_flight} - {DEFAULT_IN_FLIGHT}), DEFAULT_IN_FLIGHT]
+        for limit in limits:
+            async with serve_on_real_lh(lh, target, limit, workdir) as serve:
+                if limit == DEFAULT_IN_FLIGHT:
+                    lat = await real_latencies(
+                        http, target, lh, noop, serve, rounds=args.rounds, warmup=args.warmup
+                    )
+                by_limit[limit] = await real_bursts(
+                    http, target, lh, noop, serve, count=args.burst, rounds=args.burst_rounds
+                )
+    job = f"mock job {args.lh_mock_job_seconds * 1000:g} ms" if not args.comfyui_url else "yours"
+    return real_latency_rows(lat, job) + real_burst_rows(by_limit, args.burst)
+
+
+def real_latency_rows(lat: RealLatencies, job: str) -> list[Row]:
+    floor, noop, serve = lat.ms["floor"], lat.ms["noop"], lat.ms["serve"]
+    own = [s - n - f for s, n, f in zip(serve, noop, floor, strict=True)]
+    return [
+        sample_row(f"real LH: minimal client straight to ComfyUI ({job})", floor, "ms"),
+        sample_row("real LH: WfRun, no-op task (SDK LHTaskWorker), RunWf to COMPLETED", noop, "ms"),
+        sample_row(
+            "real LH: WfRun through serve, RunWf to COMPLETED",
+            serve,
+            "ms",
+            overhead(serve, noop).replace("the floor", "the no-op WfRun"),
+        ),
+        sample_row(
+            "real LH: serve's WfRun less the no-op WfRun less the minimal client",
+            own,
+            "ms",
+            "the worker's own time per task",
+        ),
+        sample_row(
+            "real LH: no-op WfRun, start to end on the server's clock", lat.server_ms["noop"], "ms"
+        ),
+        sample_row(
+            "real LH: serve's WfRun, start to end on the server's clock",
+            lat.server_ms["serve"],
+            "ms",
+            overhead(lat.server_ms["serve"], lat.server_ms["noop"]).replace(
+                "the floor", "the no-op WfRun"
+            ),
+        ),
+        sample_row(
+            "real LH: no-op task's attempt, claimed to reported (its start/end)",
+            lat.task_ms["noop"],
+            "ms",
+        ),
+        sample_row(
+            "real LH: serve's task's attempt, claimed to reported (its start/end)",
+            lat.task_ms["serve"],
+            "ms",
+            overhead(lat.task_ms["serve"], lat.task_ms["noop"]).replace(
+                "the floor", "the no-op task"
+            ),
+        ),
+    ]
+
+
+def real_burst_rows(by_limit: dict[int, RealBursts], count: int) -> list[Row]:
+    direct = [rate for b in by_limit.values() for rate in b.direct]
+    noop = [rate for b in by_limit.values() for rate in b.noop]
+    rows = [
+        sample_row(f"real LH: burst of {count} posted straight to ComfyUI", direct, "jobs/s"),
+        sample_row(
+            f"real LH: burst of {count} WfRuns, no-op task",
+            noop,
+            "jobs/s",
+            f"{median(noop) / median(direct) * 100:.0f} % of straight to ComfyUI",
+        ),
+    ]
+    for limit, b in sorted(by_limit.items()):
+        rows.append(
+            sample_row(
+                f"real LH: burst of {count} WfRuns through serve, COMFYUI_MAX_IN_FLIGHT={limit}",
+                b.serve,
+                "jobs/s",
+                f"{median(b.serve) / median(b.direct) * 100:.0f} % of straight to ComfyUI, "
+                f"{median(b.serve) / median(b.noop) * 100:.0f} % of no-op",
+            )
+        )
+    return rows
 
 
 def latency_rows(lat: Latencies) -> list[Row]:

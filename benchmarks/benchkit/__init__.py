@@ -1,7 +1,8 @@
 """The pieces of `benchmarks/bench.py`: ComfyUI-side clients, the `serve` side, the table.
 
 The fake LittleHorse server lives with the tests (`tests/lh/fake_server.py`); the benchmark
-drives `comfyui-worker serve` through the same one, so `tests/` goes on the import path here.
+drives `comfyui-worker serve` through the same one, so `tests/` goes on the import path here,
+and `tests/littlehorse/` (the real server's harness, `--littlehorse real`) too.
 """
 
 from __future__ import annotations
@@ -10,5 +11,6 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO / "tests") not in sys.path:
-    sys.path.insert(0, str(REPO / "tests"))
+for folder in (REPO / "tests" / "littlehorse", REPO / "tests"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))

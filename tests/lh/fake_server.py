@@ -282,7 +282,6 @@ class FakeLittleHorse:
         *,
         poll_hold_seconds: float | None = None,
         max_rpc_threads: int = 32,
-        commit_delay: float = 0.0,
     ) -> None:
         """
         Args:
@@ -292,11 +291,9 @@ class FakeLittleHorse:
                 Set it only to exercise the worker's empty-reply path.
             max_rpc_threads: size of the gRPC thread pool; each open PollTask stream occupies
                 one thread for its whole life.
-            commit_delay: seconds after a PutTaskDef during which GetTaskDef still answers
-                NOT_FOUND, as a real server does until the metadata is committed.
         """
         self._poll_hold_seconds = poll_hold_seconds
-        self._commit_delay = commit_delay
+        self._commit_delay = 0.0  # see delay_commits()
         self._readable_at: dict[str, float] = {}
         self._max_rpc_threads = max_rpc_threads
         self._cond = threading.Condition(threading.RLock())
@@ -322,6 +319,7 @@ class FakeLittleHorse:
         self._handed_out = 0
         self._empty_replies = 0
         self._put_task_def_refusal: grpc.StatusCode | None = None
+        # A new TaskDef is NOT_FOUND for this many reads after its put; by name, those left.
         self._handouts: list[Handout] = []
         self._timed_out: set[tuple[TaskRunKey, int]] = set()
         self._holding_handouts = False
@@ -502,6 +500,13 @@ class FakeLittleHorse:
         credentials that may run tasks but not write metadata. GetTaskDef still answers."""
         with self._cond:
             self._put_task_def_refusal = code
+
+    def delay_commits(self, seconds: float) -> None:
+        """Each TaskDef put from now on answers NOT_FOUND to GetTaskDef for `seconds`, as
+        the real server does until it has committed it (it answers the put first: 25-60 ms
+        here, longer under load)."""
+        with self._cond:
+            self._commit_delay = seconds
 
     # ------------------------------------------------------------------ scheduling
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import littlehorse
 import pytest
-from littlehorse.model import VariableType
+from littlehorse.model import TaskDefId, VariableType
 
 from comfyui_worker.cli import main
 from comfyui_worker.constants import JOB_TASK_NAME, TASK_NAME, TEMPLATE_TASK_NAME
@@ -50,6 +50,16 @@ def test_register_twice_is_fine(fake: FakeLittleHorse) -> None:
     assert main(["register"]) == 0
     assert main(["register"]) == 0
     assert sorted(fake.task_defs) == sorted([TASK_NAME, JOB_TASK_NAME, TEMPLATE_TASK_NAME])
+
+
+def test_register_returns_once_its_task_defs_can_be_read(fake: FakeLittleHorse) -> None:
+    # The real server answers a put before the TaskDef is committed; `serve` reads its
+    # TaskDef right after registering it, and failed with NOT_FOUND on a fresh server.
+    fake.delay_commits(0.5)
+    assert main(["register"]) == 0
+    stub = fake.config().stub()
+    for name in (TASK_NAME, JOB_TASK_NAME, TEMPLATE_TASK_NAME):
+        assert stub.GetTaskDef(TaskDefId(name=name), timeout=5).id.name == name
 
 
 def test_conflicting_task_def_is_a_clear_error(

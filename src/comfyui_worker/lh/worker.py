@@ -75,9 +75,10 @@ def template_store(executor: Executor) -> TemplateStore:
 
 
 def register(config: LHConfig, task: TaskFunction, name: str = TASK_NAME) -> str:
-    """Put the TaskDef `task`'s signature describes. An identical existing one is fine; a
-    conflicting one raises TaskDefConflictError. Credentials that may not write TaskDefs are
-    fine when ours is already there. Blocking (the SDK's sync gRPC stub)."""
+    """Put the TaskDef `task`'s signature describes and wait until it can be read. An
+    identical existing one is fine; a conflicting one raises TaskDefConflictError.
+    Credentials that may not write TaskDefs are fine when ours is already there. Blocking
+    (the SDK's sync gRPC stub)."""
     try:
         littlehorse.create_task_def(task, name, config)
     except grpc.RpcError as exc:
