@@ -19,7 +19,7 @@ FROM python:3.11-slim-bookworm
 ARG SOURCE_URL=""
 LABEL org.opencontainers.image.title="comfyui-worker" \
       org.opencontainers.image.description="Run ComfyUI workflows as tasks of the LittleHorse workflow engine" \
-      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.version="0.2.0" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="${SOURCE_URL}"
 RUN groupadd --system --gid 10001 worker \
