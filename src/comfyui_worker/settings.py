@@ -208,8 +208,9 @@ class Settings(BaseSettings):
         default=DEFAULT_MAX_RESULT_BYTES,
         gt=0,
         le=MAX_RESULT_CEILING,
-        description="Largest task result or exception LittleHorse is sent (serialized JSON); "
-        "long texts are cut, and a result that still does not fit is comfyui-output-too-large",
+        description="Largest task result or exception LittleHorse is sent (serialized JSON; "
+        "less where the TaskRun's inputs and earlier attempts fill its record); long texts are "
+        "cut, and a result that still does not fit is comfyui-output-too-large",
     )
     max_inline_bytes: int = Field(
         default=700_000,
